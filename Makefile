@@ -1,0 +1,34 @@
+# The two commands of a fresh machine (see README): `make run` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+# Offline and telemetry-free by default (DESIGN.md "Offline and small machines").
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
+export WANDB_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PREFECT_SERVER_ANALYTICS_ENABLED=false
+export NO_ALBUMENTATIONS_UPDATE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup run test test-fast test-slow lint format
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	$(PY) scripts/demo_library.py
+
+# CI runs exactly this: the fast tier, then the slow and end-to-end tiers.
+test: setup
+	$(PY) -m pytest -m "not slow and not e2e"
+	$(PY) -m pytest -m "slow or e2e"
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not e2e"
+
+test-slow: setup
+	$(PY) -m pytest -m "slow or e2e"
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .

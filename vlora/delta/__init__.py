@@ -1,0 +1,1 @@
+"""Per-sample low-rank deltas and their injection into transformers models."""

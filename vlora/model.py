@@ -1,0 +1,237 @@
+"""VLoRAModel: images become per-sample low-rank deltas inside an unmodified HF causal LM.
+
+    model = VLoRAModel.from_preset("tiny-llama")
+    out = model(input_ids=ids, attention_mask=mask, images=pixels, labels=labels)  # loss, logits
+    new_tokens = model.generate(ids, mask, images=pixels, max_new_tokens=32)
+    model.merge(images=[image]); …; model.unmerge()  # one image baked into the weights
+
+The LLM's input holds text only: an image placeholder in the ids is removed. Text-only samples
+(`has_image` False, or None in an image list) get ΔW = 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from vlora.config import ModelConfig
+from vlora.delta.injection import DeltaPlan, inject_deltas, plan_deltas
+from vlora.delta.layers import DeltaLinear, LowRankDelta
+from vlora.generator import PerceptualWeightsGenerator
+from vlora.inputs import ImagesInput, TokenBatch, strip_image_placeholders
+from vlora.model_base import MultimodalModel
+from vlora.vision import VisionEncoder
+
+logger = logging.getLogger(__name__)
+
+DeltaMode = Literal["auto", "merged", "factorised"]
+# Measured crossover (benchmarks/merge_crossover.py): below this many new tokens a single
+# image is cheaper to keep factorised than to merge (merge = k·|types| small matmuls + copies).
+MERGE_MIN_NEW_TOKENS = 16
+
+
+class VLoRAModel(MultimodalModel):
+    kind: ClassVar[str] = "vlora"
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        vision: VisionEncoder,
+        llm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+    ) -> None:
+        super().__init__(config, vision, llm, tokenizer)
+        self.plan: DeltaPlan = plan_deltas(llm, config.generator)
+        self.deltas: dict[str, list[LowRankDelta]] = inject_deltas(
+            llm, self.plan, config.generator.scale
+        )
+        self.generator = PerceptualWeightsGenerator(
+            config.generator,
+            self.plan.types,
+            num_inserted_blocks=len(self.plan.blocks),
+            feature_dim=config.vision.feature_dim,
+            num_visual_tokens=config.vision.num_patches,
+        )
+        param = next(llm.parameters())
+        if param.device.type != "meta":
+            self.generator.to(param.device)
+        self._merged = False
+
+    def bridge_modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator}
+
+    # ----- deltas ---------------------------------------------------------------------------
+    def compute_factors(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Visual features [n, L, d_v] → {type: W_v [n, k, in, r]} (differentiable)."""
+        gen_param = next(self.generator.parameters())
+        return self.generator(features.to(gen_param.dtype))
+
+    def set_deltas(
+        self, features: torch.Tensor | None, has_image: torch.Tensor, batch_size: int
+    ) -> None:
+        """Set W_v (zero rows for text-only samples) and W_s on every wrapper."""
+        if self._merged:
+            raise RuntimeError("the model is merged with an image; call unmerge() first")
+        if features is None:
+            self.clear_deltas()
+            return
+        factors = self.compute_factors(features)
+        for delta_type in self.plan.types:
+            w_v = factors[delta_type.name]  # [n, k, in, r]
+            if w_v.shape[0] != batch_size:
+                full = w_v.new_zeros(batch_size, *w_v.shape[1:])  # [B, k, in, r]
+                full = full.index_copy(0, has_image.nonzero().flatten(), w_v)
+                w_v = full
+            w_s = self.generator.w_s[delta_type.name]  # [k, r, out]
+            for j, wrapper in enumerate(self.deltas[delta_type.name]):
+                wrapper.set_delta(w_v[:, j], w_s[j])
+
+    def clear_deltas(self) -> None:
+        for wrapper in self._wrappers():
+            wrapper.clear_delta()
+
+    def _wrappers(self) -> Iterator[LowRankDelta]:
+        for wrappers in self.deltas.values():
+            yield from wrappers
+
+    # ----- forward --------------------------------------------------------------------------
+    def _features_and_mask(
+        self,
+        batch_size: int,
+        images: ImagesInput,
+        image_features: torch.Tensor | None,
+        has_image: torch.Tensor | None,
+        input_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        features, mask = self.image_features(batch_size, images, image_features, has_image)
+        if self._merged and features is None:
+            mask = torch.ones_like(mask)  # every sample sees the merged image
+        self.placeholder_check(input_ids, mask)
+        return features, mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        images: ImagesInput = None,
+        image_features: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **llm_kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """Loss and logits; logits cover the text tokens only (placeholders removed)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        batch_size = input_ids.shape[0]
+        features, mask = self._features_and_mask(
+            batch_size, images, image_features, has_image, input_ids
+        )
+        tokens = strip_image_placeholders(
+            TokenBatch(input_ids, attention_mask, labels), self.tokenizer.pad_token_id
+        )
+        if not self._merged or features is not None:
+            self.set_deltas(features, mask, batch_size)
+        return self.llm(
+            input_ids=tokens.input_ids,
+            attention_mask=tokens.attention_mask,
+            labels=tokens.labels,
+            **llm_kwargs,
+        )
+
+    # ----- merge ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge(self, images: ImagesInput = None, image_features: torch.Tensor | None = None) -> None:
+        """Bake one image's deltas into the LLM weights (q, k, v, o and per-matrix MLP deltas).
+
+        The parallel "m" branch has no weight to merge into and keeps its (batch-1) factors.
+        Until `unmerge`, calls without images use the merged image.
+        """
+        features, mask = self.image_features(1, images, image_features, None)
+        if features is None:
+            raise ValueError("merge needs exactly one image")
+        self.set_deltas(features, mask, 1)
+        for wrapper in self._wrappers():
+            if isinstance(wrapper, DeltaLinear):
+                wrapper.merge()
+                wrapper.clear_delta()
+        self._merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Restore the original weights bit for bit and drop the merged image."""
+        for wrapper in self._wrappers():
+            if isinstance(wrapper, DeltaLinear):
+                wrapper.unmerge()
+        self.clear_deltas()
+        self._merged = False
+
+    @property
+    def is_merged(self) -> bool:
+        return self._merged
+
+    @contextlib.contextmanager
+    def merged(self, images: ImagesInput = None, image_features: torch.Tensor | None = None):
+        self.merge(images=images, image_features=image_features)
+        try:
+            yield self
+        finally:
+            self.unmerge()
+
+    # ----- generation -----------------------------------------------------------------------
+    def choose_delta_mode(
+        self, batch_size: int, has_image: torch.Tensor, max_new_tokens: int
+    ) -> str:
+        if batch_size == 1 and bool(has_image.all()) and max_new_tokens >= MERGE_MIN_NEW_TOKENS:
+            return "merged"
+        return "factorised"
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        images: ImagesInput = None,
+        image_features: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+        delta_mode: DeltaMode = "auto",
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Continue the prompts (re-padded on the left); returns only the new tokens [B, new]."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        batch_size = input_ids.shape[0]
+        features, mask = self._features_and_mask(
+            batch_size, images, image_features, has_image, input_ids
+        )
+        tokens = strip_image_placeholders(
+            TokenBatch(input_ids, attention_mask, None), self.tokenizer.pad_token_id, left=True
+        )
+        if features is not None and self._merged:
+            raise RuntimeError("the model is merged with an image; call unmerge() first")
+        mode = delta_mode
+        if mode == "auto":
+            mode = self.choose_delta_mode(
+                batch_size, mask, int(generate_kwargs.get("max_new_tokens", 20))
+            )
+        if mode == "merged" and features is not None:
+            if batch_size != 1:
+                raise ValueError("delta_mode='merged' needs a batch of one image")
+            context: Any = self.merged(image_features=features)
+        else:
+            if not self._merged:
+                self.set_deltas(features, mask, batch_size)
+            context = contextlib.nullcontext()
+        with context:
+            output = self.llm.generate(
+                input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, **generate_kwargs
+            )
+        if not self._merged:
+            self.clear_deltas()
+        return output[:, tokens.input_ids.shape[1] :]

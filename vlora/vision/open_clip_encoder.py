@@ -1,0 +1,42 @@
+"""open_clip vision towers: any model name, any pretrained tag or local checkpoint.
+
+Features are the patch tokens of the selected block (penultimate by default), CLS dropped, as
+LLaVA/VLoRA take them; the text tower is discarded and later blocks are pruned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlora.config import VisionEncoderConfig
+from vlora.vision.base import VisionEncoder, check_tower_shape, layer_index
+
+
+class OpenClipVisionEncoder(VisionEncoder):
+    def __init__(self, config: VisionEncoderConfig, meta: bool = False) -> None:
+        super().__init__(config)
+        import open_clip
+
+        if meta:
+            with torch.device("meta"):
+                clip = open_clip.create_model(config.name, pretrained=None, device="meta")
+        else:
+            clip = open_clip.create_model(config.name, pretrained=config.pretrained)
+        visual = clip.visual
+        check_tower_shape(
+            config, visual.transformer.width, visual.patch_size[0], visual.image_size[0]
+        )
+        num_blocks = len(visual.transformer.resblocks)
+        self.block_index = layer_index(config.feature_layer, num_blocks) - 1  # 0-based block
+        visual.prune_intermediate_layers(indices=[self.block_index], prune_norm=True)
+        self.visual = visual
+
+    def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.visual.forward_intermediates(
+            pixel_values,
+            indices=[self.block_index],
+            stop_early=True,
+            intermediates_only=True,
+            output_fmt="NLC",
+        )
+        return out["image_intermediates"][0]  # [B, L, d_v], CLS already split off
