@@ -14,21 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
-def _offline_defaults() -> None:
-    # Nothing in the library downloads at run time unless the user opts back in.
-    for key, value in {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-    }.items():
-        os.environ.setdefault(key, value)
+from vlora.utils.env import apply_offline_defaults
 
 
 def load_model(spec: str, design: str = "vlora"):
@@ -165,7 +155,7 @@ def _extension_subparsers() -> list[Callable[[argparse._SubParsersAction], None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _offline_defaults()
+    apply_offline_defaults()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -23,6 +23,8 @@ from transformers import (
 from vlora.config import VisionEncoderConfig
 from vlora.vision.base import VisionEncoder, check_tower_shape, layer_index
 
+RANDOM_INIT_SEED = 0
+
 # model_type (of the tower or of its full two-tower checkpoint) → (config class, model class)
 _FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
     "clip": (CLIPVisionConfig, CLIPVisionModel),
@@ -59,7 +61,11 @@ def _build_random(config: VisionEncoderConfig, meta: bool) -> PreTrainedModel:
     if meta:
         with torch.device("meta"):
             return model_cls(hf_config)
-    return model_cls(hf_config)
+    # A fixed seed makes a random tower the same in every process (features stage, training,
+    # evaluation), so features computed once stay valid for the model that consumes them.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return model_cls(hf_config)
 
 
 def load_hf_vision_model(config: VisionEncoderConfig, meta: bool = False) -> PreTrainedModel:

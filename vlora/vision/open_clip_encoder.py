@@ -21,7 +21,9 @@ class OpenClipVisionEncoder(VisionEncoder):
             with torch.device("meta"):
                 clip = open_clip.create_model(config.name, pretrained=None, device="meta")
         else:
-            clip = open_clip.create_model(config.name, pretrained=config.pretrained)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # a random tower is the same in every process
+                clip = open_clip.create_model(config.name, pretrained=config.pretrained)
         visual = clip.visual
         check_tower_shape(
             config, visual.transformer.width, visual.patch_size[0], visual.image_size[0]

@@ -1,0 +1,60 @@
+"""`python -m pipelines <stage|all> --config NAME_OR_YAML [--set a.b=v ...] [--force]`.
+
+Runs stages without Prefect: the same functions the flows call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from vlora.utils.env import apply_offline_defaults
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()
+    from pipelines.config import load_pipeline_config
+    from pipelines.stages import STAGE_ORDER, run_chain
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+    parser.add_argument("stage", choices=[*STAGE_ORDER, "all"])
+    parser.add_argument("--config", required=True, help="Named config (local, smoke, …) or YAML.")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="Override: section.field=value (repeatable).",
+    )
+    parser.add_argument("--force", action="store_true", help="Redo the stage from scratch.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_pipeline_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stages = list(STAGE_ORDER) if args.stage == "all" else [args.stage]
+    results = run_chain(config, stages, force=stages if args.force else None)
+    for name, result in results.items():
+        print(
+            json.dumps(
+                {
+                    "stage": name,
+                    "output_dir": result.output_dir,
+                    "cached": result.cached,
+                    "summary": result.summary,
+                    "metrics": result.metrics,
+                },
+                default=str,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""PipelineConfig: everything one run of the chain needs, validated before any compute.
+
+Named configs ship as YAML in `pipelines/configs/` (`local`, `smoke`, `paper`); any YAML file
+works too. Overrides use dotted paths with YAML values: `download.processes=4`,
+`pretrain.max_steps=10`, `ray.address=auto`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from pipelines.config.base import StageConfig
+from pipelines.config.download import DownloadConfig
+from pipelines.config.eval import EvalConfig
+from pipelines.config.features import FeaturesConfig
+from pipelines.config.register import RegisterConfig
+from pipelines.config.train import TrainConfig
+from pipelines.core.ray_cluster import RayConfig
+from vlora.config import ModelConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class PipelineConfig(StageConfig):
+    name: str = Field(description="Run name (used in logs, MLflow and artifacts).")
+    preset: str = Field(description="Model preset (vlora presets): architecture and defaults.")
+    design: Literal["vlora", "input_space"] = Field(
+        default="vlora",
+        description="Train and evaluate VLoRA or the LLaVA-style input-space baseline on the same "
+        "data (download and features are shared between the two).",
+    )
+    workdir: str = Field(
+        description="Root of every stage output: a local folder or any fsspec URL (s3://…)."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    pretrain: TrainConfig = Field(default_factory=TrainConfig)
+    sft: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    registry: RegisterConfig = Field(
+        default_factory=RegisterConfig, description="The register stage (MLflow model registry)."
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        from vlora.presets import PRESETS
+
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset '{name}'; valid: {', '.join(PRESETS.names())}")
+        return name
+
+    def model_config_for_run(self) -> ModelConfig:
+        from vlora.presets import get_preset
+
+        return get_preset(self.preset).model
+
+
+def named_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override '{item}' must look like section.field=value")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return data
+
+
+def load_pipeline_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None
+) -> PipelineConfig:
+    """A named config ('local', 'smoke', …), a YAML path, or a dict; then dotted overrides.
+
+    Validation errors name the field (pydantic's location), before any stage runs.
+    """
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.suffix and (CONFIG_DIR / f"{source}.yaml").is_file():
+            path = CONFIG_DIR / f"{source}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"config '{source}' is neither a YAML file nor a named config "
+                f"({', '.join(named_configs())})"
+            )
+        data = yaml.safe_load(path.read_text()) or {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"invalid pipeline config: {problems}") from None

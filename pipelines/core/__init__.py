@@ -1,0 +1,1 @@
+"""Shared machinery of the stages: fsspec I/O, content-addressed runs, Ray start-up."""

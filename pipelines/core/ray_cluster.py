@@ -1,0 +1,96 @@
+"""Connecting to Ray: a remote cluster (RAY_ADDRESS / config) or a private local one.
+
+A local cluster binds to 127.0.0.1, has no dashboard and no usage stats, and is shut down when
+the process exits (ray.init registers that). We never run `ray stop`: it kills every Ray process
+on the machine, other users' included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vlora.utils.env import OFFLINE_DEFAULTS, apply_offline_defaults
+
+logger = logging.getLogger(__name__)
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        default=None,
+        description="Ray cluster address ('auto', 'ray://host:10001'); None = $RAY_ADDRESS or a "
+        "private local cluster on 127.0.0.1.",
+    )
+    num_cpus: int | None = Field(
+        default=None,
+        gt=0,
+        description="Logical CPUs of a local cluster. More than the physical cores keeps Ray Data "
+        "read tasks schedulable beside CPU actors on a 2-core machine (DESIGN.md).",
+    )
+    object_store_memory_mb: int | None = Field(default=None, gt=0)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment forwarded to every Ray worker: offline defaults plus cache locations."""
+    env = apply_offline_defaults()
+    for key in ("VLORA_CACHE_DIR", "HF_HOME", "TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return {k: v for k, v in env.items() if k in OFFLINE_DEFAULTS or k in os.environ}
+
+
+def ensure_ray(config: RayConfig | None = None) -> None:
+    """Initialise Ray once per process (a no-op when already connected)."""
+    import ray
+
+    config = config or RayConfig()
+    apply_offline_defaults()
+    if ray.is_initialized():
+        return
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": worker_env()}
+    if address:
+        logger.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return
+    _bind_local_cluster_to_loopback()
+    num_cpus = config.num_cpus or max(4, 2 * (os.cpu_count() or 1))
+    logger.info("starting a private local Ray cluster on 127.0.0.1 (%d logical CPUs)", num_cpus)
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        num_cpus=num_cpus,
+        num_gpus=0 if not _has_cuda() else None,
+        object_store_memory=(config.object_store_memory_mb or 512) * 1024 * 1024,
+        runtime_env=runtime_env,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
+
+
+def _bind_local_cluster_to_loopback() -> None:
+    """Make a single-node cluster listen on 127.0.0.1 only.
+
+    `ray.init(_node_ip_address="127.0.0.1")` is not enough: Ray resolves a loopback address to
+    the machine's routable IP and binds every server there. With cluster mode off (the switch
+    Ray uses on macOS/Windows) the node IP is the loopback one and every server binds to it.
+    The constant is also read at call time, so it is patched for an already-imported ray.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
