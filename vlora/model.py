@@ -91,7 +91,16 @@ class VLoRAModel(MultimodalModel):
                 w_v = full
             w_s = self.generator.w_s[delta_type.name]  # [k, r, out]
             for j, wrapper in enumerate(self.deltas[delta_type.name]):
-                wrapper.set_delta(w_v[:, j], w_s[j])
+                wrapper.set_delta(w_v[:, j], w_s, j)
+
+    def w_s_users(self) -> list[tuple[nn.Module, nn.Parameter]]:
+        """(wrapper, W_s parameter) pairs: W_s is used in the wrappers' forward, not the
+        generator's. Sharded-parameter engines (DeepSpeed ZeRO-3) must gather it there."""
+        return [
+            (wrapper, self.generator.w_s[delta_type.name])
+            for delta_type in self.plan.types
+            for wrapper in self.deltas[delta_type.name]
+        ]
 
     def clear_deltas(self) -> None:
         for wrapper in self._wrappers():

@@ -25,6 +25,15 @@ from vlora.config import ModelConfig
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+class TrackingConfig(StageConfig):
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking/registry URI (http://…, databricks, sqlite:///…); None = a "
+        "local SQLite store `mlflow.db` in a local workdir.",
+    )
+    experiment: str = Field(default="vlora", description="MLflow experiment name.")
+
+
 class PipelineConfig(StageConfig):
     name: str = Field(description="Run name (used in logs, MLflow and artifacts).")
     preset: str = Field(description="Model preset (vlora presets): architecture and defaults.")
@@ -37,6 +46,7 @@ class PipelineConfig(StageConfig):
         description="Root of every stage output: a local folder or any fsspec URL (s3://…)."
     )
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     pretrain: TrainConfig = Field(default_factory=TrainConfig)
@@ -54,6 +64,21 @@ class PipelineConfig(StageConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown preset '{name}'; valid: {', '.join(PRESETS.names())}")
         return name
+
+    def mlflow_uri(self) -> str:
+        """The tracking URI: configured, or a SQLite file in a local workdir."""
+        if self.tracking.mlflow_tracking_uri:
+            return self.tracking.mlflow_tracking_uri
+        from pipelines.core import fs
+
+        if not fs.is_local(self.workdir):
+            raise ValueError(
+                "tracking.mlflow_tracking_uri: required when workdir is remote "
+                f"('{self.workdir}'); point it at your MLflow server"
+            )
+        root = Path(fs.filesystem(self.workdir)[1]).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{root / 'mlflow.db'}"
 
     def model_config_for_run(self) -> ModelConfig:
         from vlora.presets import get_preset

@@ -107,7 +107,7 @@ def test_delta_linear_golden_against_dense_einsum() -> None:
     x = torch.randn(2, 4, 6)  # [B, T, in]
     w_v = torch.randn(2, 6, 3)  # [B, in, r]
     w_s = torch.randn(3, 5)  # [r, out]
-    layer.set_delta(w_v, w_s)
+    layer.set_delta(w_v, w_s.unsqueeze(0), 0)
     dense = base.weight.T + 0.5 * torch.einsum("bir,ro->bio", w_v, w_s)  # [B, in, out]
     reference = torch.einsum("bti,bio->bto", x, dense) + base.bias
     torch.testing.assert_close(layer(x), reference, rtol=1e-5, atol=1e-5)
@@ -120,7 +120,7 @@ def test_parallel_branch_adds_low_rank_term_around_module() -> None:
     branch = DeltaParallelBranch(mlp, hidden_size=4, scale=2.0)
     x = torch.randn(3, 5, 4)
     w_v, w_s = torch.randn(3, 4, 2), torch.randn(2, 4)
-    branch.set_delta(w_v, w_s)
+    branch.set_delta(w_v, w_s.unsqueeze(0), 0)
     expected = mlp(x) + 2.0 * torch.einsum("bti,bir,ro->bto", x, w_v, w_s)
     torch.testing.assert_close(branch(x), expected, rtol=1e-5, atol=1e-5)
 

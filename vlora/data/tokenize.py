@@ -7,11 +7,19 @@ faithfully; it is left unsupervised and counted, never silently dropped.
 
 The image placeholder text (e.g. "<image>") becomes IMAGE_TOKEN_INDEX, LLaVA's convention: the
 input-space baseline splices visual tokens there and VLoRA removes it.
+
+Checks on an encoding (used by the data builders and `vlora data inspect-sft`):
+- `EncodedText.span_positions` records, per supervised segment, which token positions carry its
+  labels, so the supervised text can be decoded back span by span (`decode_supervised_spans`);
+- `round_trip_mismatches` lists the spans whose decoded tokens do not reproduce the segment text
+  (unknown characters, normalisers, a lost boundary token);
+- `EncodedText.truncate(max_length)` cuts ids and labels and keeps the span bookkeeping right.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
@@ -27,16 +35,42 @@ class EncodedText:
     labels: list[int]
     num_straddling_tokens: int = 0  # tokens crossing a supervised boundary (left unsupervised)
     num_images: int = 0
+    # One entry per supervised segment, in order: the segment's text and the positions (into
+    # input_ids) of the tokens labelled for it. Positions past a truncation are removed.
+    span_texts: list[str] = field(default_factory=list)
+    span_positions: list[list[int]] = field(default_factory=list)
+    truncated_from: int | None = None  # the length before `truncate`, when it cut anything
+    span_cut: list[bool] = field(default_factory=list)  # per span: lost tokens to `truncate`
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+    def truncate(self, max_length: int) -> EncodedText:
+        """The first `max_length` tokens (ids, labels and span positions cut together)."""
+        if len(self.input_ids) <= max_length:
+            return self
+        return EncodedText(
+            input_ids=self.input_ids[:max_length],
+            labels=self.labels[:max_length],
+            num_straddling_tokens=self.num_straddling_tokens,
+            num_images=sum(i == IMAGE_TOKEN_INDEX for i in self.input_ids[:max_length]),
+            span_texts=list(self.span_texts),
+            span_positions=[[p for p in ps if p < max_length] for ps in self.span_positions],
+            truncated_from=len(self.input_ids),
+            span_cut=[bool(ps) and ps[-1] >= max_length for ps in self.span_positions],
+        )
 
 
-def _supervised_ranges(segments: list[Segment]) -> tuple[str, list[tuple[int, int]]]:
-    text, ranges, cursor = "", [], 0
+def _supervised_ranges(segments: list[Segment]) -> tuple[str, list[tuple[int, int]], list[str]]:
+    parts, ranges, texts, cursor = [], [], [], 0
     for segment in segments:
         if segment.supervised:
             ranges.append((cursor, cursor + len(segment.text)))
-        text += segment.text
+            texts.append(segment.text)
+        parts.append(segment.text)
         cursor += len(segment.text)
-    return text, ranges
+    return "".join(parts), ranges, texts
 
 
 def encode_segments(
@@ -45,7 +79,9 @@ def encode_segments(
     image_token: str = "<image>",
     add_bos: bool = True,
 ) -> EncodedText:
-    text, ranges = _supervised_ranges(segments)
+    text, ranges, span_texts = _supervised_ranges(segments)
+    range_ends = [hi for _, hi in ranges]
+    span_positions: list[list[int]] = [[] for _ in ranges]
     ids: list[int] = []
     labels: list[int] = []
     if add_bos and tokenizer.bos_token_id is not None:
@@ -62,14 +98,28 @@ def encode_segments(
             enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
             for token_id, (start, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
                 start, end = start + chunk_start, end + chunk_start
-                inside = any(lo <= start and end <= hi for lo, hi in ranges)
-                overlaps = any(start < hi and lo < end for lo, hi in ranges)
+                # Ranges are sorted and disjoint: the only one that can hold or overlap a token
+                # is the first ending after the token's start (O(log R) instead of O(R)).
+                j = bisect.bisect_right(range_ends, start)
+                overlaps = j < len(ranges) and start < ranges[j][1] and ranges[j][0] < end
+                inside = j < len(ranges) and ranges[j][0] <= start and end <= ranges[j][1]
                 if overlaps and not inside:
                     straddling += 1
+                if inside and end > start:
+                    span_positions[j].append(len(ids))
+                    labels.append(token_id)
+                else:
+                    labels.append(IGNORE_INDEX)
                 ids.append(token_id)
-                labels.append(token_id if inside and end > start else IGNORE_INDEX)
         chunk_start += len(chunk) + len(image_token)
-    return EncodedText(ids, labels, straddling, num_images=len(chunks) - 1)
+    return EncodedText(
+        ids,
+        labels,
+        straddling,
+        num_images=len(chunks) - 1,
+        span_texts=span_texts,
+        span_positions=span_positions,
+    )
 
 
 def encode_prompt(
@@ -102,3 +152,35 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, template: ConversationTem
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def decode_supervised_spans(tokenizer: PreTrainedTokenizerBase, encoded: EncodedText) -> list[str]:
+    """Each supervised segment's labelled tokens, decoded (special tokens kept)."""
+    return [
+        tokenizer.decode(
+            [encoded.input_ids[p] for p in positions],
+            skip_special_tokens=False,
+            clean_up_tokenization_spaces=False,
+        )
+        for positions in encoded.span_positions
+    ]
+
+
+def round_trip_mismatches(
+    tokenizer: PreTrainedTokenizerBase, encoded: EncodedText, ignore_truncated: bool = True
+) -> list[int]:
+    """Indices of supervised spans whose decoded tokens do not give back the segment's text.
+
+    Whitespace at the ends is ignored: SentencePiece decoders drop the leading "▁" of a
+    sequence, so " yes</s>" decodes to "yes</s>" although every character was trained on.
+    Spans cut by truncation are skipped when `ignore_truncated` (they are counted apart).
+    """
+    decoded = decode_supervised_spans(tokenizer, encoded)
+    cut = encoded.span_cut or [False] * len(decoded)
+    bad = []
+    for index, (text, got) in enumerate(zip(encoded.span_texts, decoded, strict=True)):
+        if ignore_truncated and cut[index]:
+            continue  # cut short by the truncation: counted as truncated instead
+        if got.strip() != text.strip():
+            bad.append(index)
+    return bad

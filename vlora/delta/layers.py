@@ -28,19 +28,34 @@ class LowRankDelta(nn.Module):
         self.out_features = out_features
         self.scale = scale
         self.down: torch.Tensor | None = None  # W_v: [B, in, r], per sample (an activation)
-        self.up: torch.Tensor | None = None  # W_s: [r, out], a generator parameter
+        # W_s is a generator parameter [k, r, out]; the wrapper keeps the parameter and its block
+        # index, and slices it only inside forward. Under DeepSpeed ZeRO-3 the parameter is
+        # gathered just for the forward of a module it is registered with, so a slice taken
+        # earlier would point at an empty partition (pipelines registers it as external).
+        # Held in a tuple on purpose: assigning an nn.Parameter attribute would register it as
+        # a parameter of this wrapper too (it belongs to the generator).
+        self._w_s: tuple[torch.Tensor, int] | None = None
 
-    def set_delta(self, down: torch.Tensor, up: torch.Tensor) -> None:
+    @property
+    def up(self) -> torch.Tensor | None:
+        """W_s of this block: [r, out]."""
+        if self._w_s is None:
+            return None
+        w_s, index = self._w_s
+        return w_s[index]
+
+    def set_delta(self, down: torch.Tensor, w_s: torch.Tensor, block_index: int = 0) -> None:
+        """down: W_v [B, in, r]; w_s: the stacked W_s [k, r, out] and this block's index in it."""
         if down.dim() != 3 or down.shape[1] != self.in_features:
             raise ValueError(f"W_v must be [B, {self.in_features}, r], got {tuple(down.shape)}")
-        if up.shape != (down.shape[2], self.out_features):
+        if w_s.dim() != 3 or tuple(w_s.shape[1:]) != (down.shape[2], self.out_features):
             raise ValueError(
-                f"W_s must be [{down.shape[2]}, {self.out_features}], got {tuple(up.shape)}"
+                f"W_s must be [k, {down.shape[2]}, {self.out_features}], got {tuple(w_s.shape)}"
             )
-        self.down, self.up = down, up
+        self.down, self._w_s = down, (w_s, block_index)
 
     def clear_delta(self) -> None:
-        self.down = self.up = None
+        self.down, self._w_s = None, None
 
     def _factors_for(self, batch: int) -> torch.Tensor:
         assert self.down is not None
@@ -59,9 +74,10 @@ class LowRankDelta(nn.Module):
         if x.dim() != 3:
             raise ValueError(f"expected [B, T, {self.in_features}] input, got {tuple(x.shape)}")
         down = self._factors_for(x.shape[0]).to(x.dtype)
-        assert self.up is not None
+        up = self.up
+        assert up is not None
         hidden = torch.bmm(x, down)  # [B, T, r]
-        return (hidden @ self.up.to(x.dtype)) * self.scale  # [B, T, out]
+        return (hidden @ up.to(x.dtype)) * self.scale  # [B, T, out]
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, scale={self.scale}"
@@ -93,12 +109,13 @@ class DeltaLinear(LowRankDelta):
         """
         if self.merged:
             raise RuntimeError("already merged; call unmerge() first")
-        if self.down is None or self.up is None:
+        up = self.up
+        if self.down is None or up is None:
             raise RuntimeError("no delta set to merge")
         if self.down.shape[0] != 1:
             raise ValueError(f"merging needs exactly one sample, got {self.down.shape[0]}")
         weight = self.base_layer.weight  # [out, in]
-        delta_t = (self.down[0].float() @ self.up.float()).T * self.scale  # [out, in]
+        delta_t = (self.down[0].float() @ up.float()).T * self.scale  # [out, in]
         merged = (weight.float() + delta_t).to(weight.dtype)
         self._unmerged_weight = weight.data
         weight.data = merged

@@ -17,7 +17,8 @@ and read back with ``pandas.read_csv(sep='\\t')``. This module reads the same fi
 * rows whose ``image`` is missing are dropped, as VLMEvalKit does (``skip_noimg``), and counted.
 
 Malformed input raises :class:`~vlora.eval.errors.BenchmarkDataError` naming the file, the row's
-``index`` and its line numbers.
+``index`` and its line numbers. :func:`write_benchmark_tsv` writes files in the same format (used
+for the local benchmarks and for row subsets of a benchmark).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import base64
 import binascii
 import csv
 import io
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,6 +39,7 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 
 from vlora.eval.errors import BenchmarkDataError
+from vlora.utils.atomic import atomic_write_text
 
 NaMode = Literal["pandas", "empty"]
 
@@ -351,3 +354,24 @@ def read_benchmark_tsv(
     return BenchmarkTable(
         path=path, columns=tuple(header), rows=rows, dropped_without_image=dropped
     )
+
+
+def write_benchmark_tsv(
+    path: str | Path,
+    columns: Iterable[str],
+    records: Iterable[Mapping[str, object]],
+) -> Path:
+    """Write ``records`` as VLMEvalKit does (``to_csv(sep='\\t', quoting=QUOTE_ALL)``), atomically.
+
+    ``None`` becomes an empty cell (read back as missing); a column absent from a record is empty.
+    The file is written to a temporary name and renamed, so a reader never sees half of it.
+    """
+    header = list(columns)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow(header)
+    for record in records:
+        writer.writerow(["" if record.get(name) is None else str(record.get(name)) for name in header])
+    atomic_write_text(path, buffer.getvalue())
+    os.chmod(path, 0o644)  # the atomic writer's temp file is private; a benchmark file is not
+    return Path(path)

@@ -1,0 +1,80 @@
+"""The one-command local run: the whole chain with an embedded Prefect and local Ray.
+
+    python -m flows local          # the local default (smollm2-dinov2 on easy-vqa), `make run`
+    python -m flows smoke          # the same chain with tiny models (CI)
+
+No server to start: Prefect runs the flow against a temporary local API, and Ray starts a
+private cluster on 127.0.0.1; both stop when the process ends.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from vlora.utils.env import apply_offline_defaults
+
+
+def _prefect_defaults(workdir: str) -> None:
+    # A project-local Prefect home keeps the user's own Prefect profile untouched.
+    os.environ.setdefault("PREFECT_HOME", str(Path(workdir).resolve().parent / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def print_report(results: dict[str, dict], seconds: float) -> None:
+    print("\n" + "=" * 78)
+    print(f"vlora pipeline finished in {seconds / 60:.1f} min\n")
+    for name, result in results.items():
+        status = "cached" if result["cached"] else f"{result['seconds']:.0f} s"
+        print(f"  {name:<9} {status:>8}  {result['output_dir']}")
+    eval_result = results.get("eval")
+    if eval_result and eval_result.get("metrics"):
+        print("\nScores:")
+        for key, value in sorted(eval_result["metrics"].items()):
+            print(f"  {key:<40} {value:8.2f}")
+        report = eval_result.get("artifacts", {}).get("report")
+        if report:
+            print(f"\nEval report: {report}")
+    for name in ("pretrain", "sft"):
+        curve = results.get(name, {}).get("artifacts", {}).get("loss_curve")
+        if curve:
+            print(f"{name} loss curve: {curve}")
+    register = results.get("register")
+    if register:
+        summary = register.get("summary", {})
+        print(
+            f"\nRegistered: {summary.get('model_name')} version {summary.get('version')} "
+            f"aliases {summary.get('aliases')}"
+        )
+    print("=" * 78)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    apply_offline_defaults()
+    parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
+    parser.add_argument("config", nargs="?", default="local", help="local, smoke or a YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--stages", nargs="*", default=None)
+    parser.add_argument("--force", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    from pipelines.config import load_pipeline_config
+
+    try:
+        config = load_pipeline_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _prefect_defaults(config.workdir)
+    from flows.vlora_flow import vlora
+
+    started = time.perf_counter()
+    results = vlora(
+        config=args.config, overrides=args.overrides, stages=args.stages, force=args.force
+    )
+    print_report(results, time.perf_counter() - started)
+    return 0

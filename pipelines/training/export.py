@@ -1,0 +1,43 @@
+"""Exporting the inference checkpoint (safetensors + JSON) to local or remote storage."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from pipelines.core import fs
+from vlora.utils.atomic import atomic_directory
+
+logger = logging.getLogger(__name__)
+
+
+def export_model(model, export_dir: str) -> str:
+    """`model.save_pretrained` into `export_dir`: atomic locally; remote object stores get the
+    files uploaded after a complete local save."""
+    if fs.is_local(export_dir):
+        final = model.save_pretrained(fs.filesystem(export_dir)[1])  # atomic by itself
+        logger.info("exported the inference checkpoint to %s", final)
+        return str(final)
+    filesystem, path = fs.filesystem(export_dir)
+    with tempfile.TemporaryDirectory(prefix="vlora-export-") as tmp:
+        local = model.save_pretrained(Path(tmp) / "model")
+        filesystem.put(str(local), path, recursive=True)
+    logger.info("exported the inference checkpoint to %s", export_dir)
+    return export_dir
+
+
+def local_copy(url: str) -> str:
+    """A local folder holding `url` (itself when local; a cached download otherwise)."""
+    if fs.is_local(url):
+        return fs.filesystem(url)[1]
+    import hashlib
+
+    from vlora.offline.cache import vlora_cache_dir
+
+    target = vlora_cache_dir() / "remote" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if not (target / "vlora_config.json").is_file():
+        filesystem, path = fs.filesystem(url)
+        with atomic_directory(target) as tmp:
+            filesystem.get(path, str(tmp), recursive=True)
+    return str(target)

@@ -1,0 +1,210 @@
+"""The per-worker training loop run by Ray Train (one process per GPU, or per CPU slot here).
+
+Steps: environment → model (fresh from the preset for pre-training, from the pre-training export
+for SFT) → freeze/unfreeze and log parameter counts → engine (DeepSpeed or DDP) → restore the
+latest checkpoint if the run is resuming → epochs of modality-grouped micro batches → metrics
+(loss, lr, grad norm, samples/s, tokens/s) to Ray and MLflow → checkpoints → export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines.training.batching import EpochCounters, grouped_micro_batches, synchronized
+from pipelines.training.plan import TrainPlan
+
+logger = logging.getLogger("vlora.train")
+CHUNK_MICRO_BATCHES = 4  # rows fetched from Ray Data per chunk, in micro batches
+
+
+def _setup_environment(use_gpu: bool) -> None:
+    from vlora.offline.cache import vlora_cache_dir
+    from vlora.utils.env import apply_offline_defaults
+
+    apply_offline_defaults()
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(vlora_cache_dir() / "torch_extensions"))
+
+
+def build_model(plan: TrainPlan):
+    """A fresh model (pre-training) or the pre-training export (SFT), with the right parts trainable."""
+    from vlora.baseline import InputSpaceModel
+    from vlora.checkpoint import load_pretrained
+    from vlora.config import ModelConfig
+    from vlora.model import VLoRAModel
+
+    if plan.init_checkpoint is not None:
+        from pipelines.training.export import local_copy
+
+        model = load_pretrained(local_copy(plan.init_checkpoint))
+        expected = "vlora" if plan.design == "vlora" else "input_space"
+        if model.kind != expected:
+            raise ValueError(
+                f"init checkpoint holds a '{model.kind}' model, run design is '{expected}'"
+            )
+    else:
+        cls = VLoRAModel if plan.design == "vlora" else InputSpaceModel
+        model = cls.from_config(ModelConfig.model_validate(plan.model_config_json))
+    model.set_trainable(bridge=True, llm=plan.train_llm)
+    if plan.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+    model.vision.eval()  # frozen and fed precomputed features; keep its dropout/norm in eval
+    return model
+
+
+class MetricWindow:
+    """Accumulates micro-batch statistics between two reports."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.losses: list[float] = []
+        self.samples = 0
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def add(self, loss: float, samples: int, tokens: int) -> None:
+        self.losses.append(loss)
+        self.samples += samples
+        self.tokens += tokens
+
+    def summary(self, world: int) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        return {
+            "loss": sum(self.losses) / max(len(self.losses), 1),
+            # every rank processes the same number of micro batches of the same size
+            "samples_per_s": self.samples * world / seconds,
+            "tokens_per_s": self.tokens * world / seconds,
+        }
+
+
+def _chaos_kill(plan: TrainPlan, step: int, rank: int) -> None:
+    if plan.chaos_kill_at_step != step or rank != 1 or plan.chaos_marker is None:
+        return
+    marker = Path(plan.chaos_marker)
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"killed rank {rank} at step {step}\n")
+    logger.warning("fault drill: killing worker rank %d at step %d", rank, step)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
+    import ray.train
+
+    plan = TrainPlan.model_validate(plan_json)
+    use_gpu = torch.cuda.is_available()
+    _setup_environment(use_gpu)
+    from pipelines.training.engines import build_engine
+    from pipelines.training.export import export_model
+    from pipelines.training.tracking import MetricsLogger
+    from vlora.data.collate import collate_batch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(plan.seed)  # identical replicas; data order differs through the shards
+    device = torch.device("cuda", context.get_local_rank()) if use_gpu else torch.device("cpu")
+    model = build_model(plan).to(device)
+    if rank == 0:
+        logger.info("%s: what is frozen and trainable\n%s", plan.phase, model.parameter_report())
+    engine = build_engine(plan, model, use_gpu)
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "tokens": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state.update(engine.load(directory))
+        torch.set_rng_state(torch.tensor(state.pop("torch_rng"), dtype=torch.uint8))
+        logger.info(
+            "rank %d resumed at step %d (epoch %d, batch %d)",
+            rank,
+            state["step"],
+            state["epoch"],
+            state["batches_in_epoch"],
+        )
+    metrics_log = MetricsLogger(plan) if rank == 0 else None
+    window = MetricWindow()
+    shard = ray.train.get_dataset_shard("train")
+    pad_id = model.tokenizer.pad_token_id
+    vision = model.config.vision
+    feature_shape = (vision.num_patches, vision.feature_dim)
+
+    def save_and_report(metrics: dict[str, float], with_checkpoint: bool) -> None:
+        if not with_checkpoint:
+            ray.train.report(metrics)
+            return
+        client = {**state, "torch_rng": torch.get_rng_state().tolist()}
+        with tempfile.TemporaryDirectory(prefix="vlora-ckpt-") as directory:
+            engine.save(directory, client)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    while state["step"] < plan.total_steps:
+        counters = EpochCounters()
+        chunks = shard.iter_batches(
+            batch_size=plan.micro_batch_size * CHUNK_MICRO_BATCHES,
+            batch_format="numpy",
+            local_shuffle_buffer_size=plan.micro_batch_size * 16,
+            local_shuffle_seed=plan.seed + state["epoch"],
+        )
+        batches = synchronized(
+            grouped_micro_batches(chunks, plan.micro_batch_size, True, counters), device
+        )
+        for index, numpy_batch in enumerate(batches):
+            if index < state["batches_in_epoch"]:
+                continue  # replaying the epoch up to the resume position: no compute
+            batch = {
+                k: v.to(device)
+                for k, v in collate_batch(
+                    numpy_batch, pad_id, feature_shape, plan.max_length
+                ).items()
+            }
+            loss = engine.forward_backward(batch)
+            window.add(loss, int(batch["input_ids"].shape[0]), int(batch["attention_mask"].sum()))
+            state["batches_in_epoch"] = index + 1
+            state["samples"] += int(batch["input_ids"].shape[0]) * world
+            if not engine.step_if_boundary():
+                continue
+            state["step"] += 1
+            step = state["step"]
+            _chaos_kill(plan, step, rank)
+            last = step >= plan.total_steps
+            checkpoint_now = last or step % plan.checkpoint_every_steps == 0
+            if last or checkpoint_now or step % plan.report_every_steps == 0:
+                metrics = {
+                    **window.summary(world),
+                    "lr": engine.current_lr(),
+                    "grad_norm": engine.grad_norm if engine.grad_norm is not None else float("nan"),
+                    "step": float(step),
+                    "epoch": float(state["epoch"]),
+                }
+                window.reset()
+                if metrics_log is not None:
+                    metrics_log.log(metrics, step)
+                save_and_report(metrics, checkpoint_now)
+            if last:
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+            if rank == 0:
+                logger.info("epoch done: %s", counters)
+            if counters.batches["image"] + counters.batches["text"] == 0:
+                raise RuntimeError("the training set yields no full micro batch on this worker")
+            continue
+        break
+    with engine.full_parameters():
+        if rank == 0:
+            export_model(model, plan.export_dir)
+    if metrics_log is not None:
+        metrics_log.close()

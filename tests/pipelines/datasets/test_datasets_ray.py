@@ -1,0 +1,189 @@
+"""Ray Data builders of the training datasets: same rows as the plain torch datasets, the
+contract's column types, the problem report, and the fail-above-fraction error.
+
+One local Ray session (loopback, 4 logical CPUs) for the module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.config import load_pipeline_config
+from pipelines.core.ray_cluster import RayConfig, ensure_ray
+from pipelines.core.stage import StageResult
+from vlora.data.collate import collate_batch
+from vlora.data.features import features_to_table, write_feature_table
+from vlora.data.pretrain import PretrainDataset
+from vlora.data.report import DataQualityError
+from vlora.data.sft import SFTDataset
+from vlora.presets import get_preset
+from vlora.tokenizer import build_byte_tokenizer
+
+pytestmark = pytest.mark.slow
+
+ENCODER = get_preset("tiny-llama").model.vision  # 16 × 32 features
+WIDTH = 16 * 32
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ensure_ray(RayConfig(num_cpus=4))
+    yield
+    ray.shutdown()
+
+
+def write(path: Path, keys: list[str], captions: list[str] | None = None, seed: int = 0) -> None:
+    values = np.random.default_rng(seed).standard_normal((len(keys), 16, 32)).astype(np.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_feature_table(features_to_table(keys, values, ENCODER, captions=captions), str(path))
+
+
+def rec(rid: str, question: str, answer: str, image: str | None = None) -> dict:
+    record = {
+        "id": rid,
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+    }
+    if image:
+        record["image"] = image
+    return record
+
+
+@pytest.fixture(scope="module")
+def features_result(tmp_path_factory) -> StageResult:
+    root = tmp_path_factory.mktemp("features")
+    write(
+        root / "pretrain" / "00000.parquet",
+        ["p0", "p1", "p2", "p3", "p4"],
+        ["a red bus", "", "two dogs in a park", "a cat", "a " * 80],
+        seed=0,
+    )
+    write(
+        root / "pretrain" / "00001.parquet",
+        ["p5", "p6", "p7"],
+        ["a tree", "a boat on a lake", "snow"],
+        seed=1,
+    )
+    write(root / "sft" / "00000.parquet", ["img/c.jpg", "img/a.jpg", "img/e.jpg"], seed=2)
+    write(root / "sft" / "00001.parquet", ["img/b.jpg", "img/d.jpg", "img/unused.jpg"], seed=3)
+    records = [
+        rec("r-a", "<image>\nWhat is A?", "It is A.", "img/a.jpg"),
+        rec("r-b", "What is B?\n<image>", "It is B.", "img/b.jpg"),
+        rec("t-1", "Say one.", "One."),
+        rec("r-c", "<image>\nWhat is C?", "It is C.", "img/c.jpg"),
+        rec("r-missing", "<image>\nWhat is X?", "It is X.", "img/x.jpg"),
+        rec("r-d", "<image>\nWhat is D?", "It is D.", "img/d.jpg"),
+        {"id": "bad", "conversations": [{"from": "gpt", "value": "hi"}]},
+        rec("t-2", "Say two.", "Two."),
+        rec("r-long", "<image>\n" + "Why? " * 200, "Because.", "img/e.jpg"),
+        rec("r-a2", "<image>\nAgain A?", "Yes, A.", "img/a.jpg"),
+    ]
+    (root / "sft.json").write_text(json.dumps(records))
+    return StageResult(
+        stage="features",
+        key="test",
+        output_dir=str(root),
+        artifacts={
+            "pretrain_features": str(root / "pretrain"),
+            "sft_features": str(root / "sft"),
+            "sft_json": str(root / "sft.json"),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("work")
+    return load_pipeline_config(
+        {"name": "t", "preset": "tiny-llama", "workdir": str(workdir), "ray": {"num_cpus": 4}}
+    )
+
+
+def row_key(input_ids, labels, features, has_image) -> tuple:
+    values = np.zeros(WIDTH, np.float16) if features is None else np.asarray(features, np.float16)
+    return (
+        tuple(int(x) for x in input_ids),
+        tuple(int(x) for x in labels),
+        values.tobytes(),
+        bool(has_image),
+    )
+
+
+def check_schema(schema) -> None:
+    types = dict(zip(schema.names, schema.types, strict=True))
+    assert list(types) == ["input_ids", "labels", "features", "has_image", "length"]
+    assert types["input_ids"] == types["labels"] == pa.list_(pa.int32())
+    assert types["features"] == pa.list_(pa.float16(), WIDTH)
+    assert types["has_image"] == pa.bool_() and types["length"] == pa.int32()
+
+
+def test_pretrain_rows_equal_the_torch_dataset(ray_session, config, features_result) -> None:
+    from pipelines.datasets import pretrain_dataset_with_report
+
+    dataset, report = pretrain_dataset_with_report(config, features_result, max_length=64)
+    assert report["total"] == 8 and report["problems"] == {"empty_caption": 1}
+    assert report["problem_ids"] == {"empty_caption": ["p1"]}
+    assert report["note_ids"] == {"truncated": ["p4"]}
+    check_schema(dataset.schema())
+    rows = dataset.take_all()
+    files = sorted(
+        str(p) for p in Path(features_result.artifacts["pretrain_features"]).glob("*.parquet")
+    )
+    torch_data = PretrainDataset(files, build_byte_tokenizer(), max_length=64)
+    expected = sorted(row_key(i["input_ids"], i["labels"], i["features"], True) for i in torch_data)
+    got = sorted(row_key(r["input_ids"], r["labels"], r["features"], r["has_image"]) for r in rows)
+    assert got == expected and len(got) == 7
+    assert all(r["length"] == len(r["input_ids"]) for r in rows)
+    for batch in dataset.iter_batches(batch_size=4, batch_format="numpy"):
+        collated = collate_batch(batch, 0, (16, 32))
+        assert collated["image_features"].shape[1:] == (16, 32)
+        assert bool(collated["has_image"].all())
+
+
+def test_sft_rows_equal_the_torch_dataset_and_report_problems(
+    ray_session, config, features_result
+) -> None:
+    from pipelines.datasets import sft_dataset
+
+    dataset, report = sft_dataset(
+        config, features_result, max_length=256, max_bad_fraction=0.5, block_rows=3
+    )
+    assert report["total"] == 10 and report["bad"] == 3
+    assert report["problem_ids"] == {
+        "image_missing": ["r-missing"],
+        "not_alternating": ["bad"],
+        "truncated_no_supervised": ["r-long"],
+    }
+    assert report["note_ids"]["text_only"] == ["t-1", "t-2"]
+    assert report["images_in_features"] == 6 and report["images_unused"] == 1
+    check_schema(dataset.schema())
+    rows = dataset.take_all()
+    arts = features_result.artifacts
+    files = sorted(str(p) for p in Path(arts["sft_features"]).glob("*.parquet"))
+    torch_data = SFTDataset(arts["sft_json"], build_byte_tokenizer(), "vicuna_v1", files, 256, 0.5)
+    expected = sorted(
+        row_key(i["input_ids"], i["labels"], i["features"], i["has_image"]) for i in torch_data
+    )
+    got = sorted(row_key(r["input_ids"], r["labels"], r["features"], r["has_image"]) for r in rows)
+    assert got == expected and len(got) == 7  # each image's own features, text-only zeros
+    assert sum(r["has_image"] for r in rows) == 5
+    batch = next(iter(dataset.iter_batches(batch_size=7, batch_format="numpy")))
+    collated = collate_batch(batch, 0, (16, 32))
+    assert collated["input_ids"].shape[0] == 7
+    assert collated["image_features"][~collated["has_image"]].abs().sum() == 0
+
+
+def test_sft_fails_above_max_bad_fraction_listing_ids(ray_session, config, features_result) -> None:
+    from pipelines.datasets import sft_dataset
+
+    with pytest.raises(DataQualityError) as err:
+        sft_dataset(config, features_result, max_length=256, max_bad_fraction=0.2)
+    message = str(err.value)
+    assert "3 of 10 records (30.00%)" in message
+    for rid in ("r-missing", "bad", "r-long"):
+        assert rid in message

@@ -1,0 +1,89 @@
+"""Pre-training samples (plain template) and the feature index under them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from vlora.data.collate import collate_batch
+from vlora.data.feature_index import FeatureIndex
+from vlora.data.features import FeatureSchemaError
+from vlora.data.pretrain import PretrainDataset, encode_caption
+from vlora.data.sampling import ModalityGroupedBatchSampler
+from vlora.data.tokenize import IGNORE_INDEX, IMAGE_TOKEN_INDEX, decode_supervised_spans
+from vlora.presets import get_preset
+
+
+@pytest.mark.parametrize("which", ["byte_tokenizer", "llama_tokenizer"])
+def test_plain_template_supervises_caption_and_newline(which: str, request) -> None:
+    tokenizer = request.getfixturevalue(which)
+    caption = "A photo of a bus on a street, 2 € (ünïcödé)."
+    encoded = encode_caption(tokenizer, caption)
+    assert encoded.input_ids[:2] == [tokenizer.bos_token_id, IMAGE_TOKEN_INDEX]
+    assert encoded.labels[:2] == [IGNORE_INDEX, IGNORE_INDEX]
+    assert all(label != IGNORE_INDEX for label in encoded.labels[2:])  # everything after
+    assert [s.strip(" ") for s in decode_supervised_spans(tokenizer, encoded)] == [caption + "\n"]
+    cut = encode_caption(tokenizer, caption, max_length=6)
+    assert len(cut.input_ids) == 6 and cut.truncated_from == len(encoded.input_ids)
+    assert cut.labels == encoded.labels[:6]
+
+
+def test_feature_index_reads_across_files_and_row_groups(tmp_path, write_features) -> None:
+    # 150 rows → row groups of 64, 64, 22 in the first file.
+    keys0 = [f"{i:06d}" for i in range(150)]
+    written = write_features(tmp_path / "00000.parquet", keys0, seed=0)
+    written.update(write_features(tmp_path / "00001.parquet", ["x", "y"], seed=1))
+    assert pq.ParquetFile(tmp_path / "00000.parquet").metadata.num_row_groups == 3
+    index = FeatureIndex([str(tmp_path / "00000.parquet"), str(tmp_path / "00001.parquet")])
+    assert len(index) == 152 and index.shape == (16, 32)
+    assert index.locate("y") == (1, 1) and index.locate("000070") == (0, 70)
+    wanted = ["y", "000149", "000000", "000064", "x", "000063", "000064"]
+    got = index.read(wanted)
+    assert got.dtype == np.float16 and got.shape == (7, 16 * 32)
+    for row, key in zip(got, wanted, strict=True):
+        assert np.array_equal(row, written[key])
+    assert np.array_equal(index.read(["000100"])[0], written["000100"])  # cached path
+    assert "nope" not in index
+    with pytest.raises(KeyError):
+        index.read(["nope"])
+
+
+def test_feature_files_of_another_encoder_or_shape_are_rejected(tmp_path, write_features) -> None:
+    path = tmp_path / "f.parquet"
+    write_features(path, ["a"])
+    other = get_preset("tiny-qwen2").model.vision
+    with pytest.raises(FeatureSchemaError, match=r"f\.parquet: features were made by a different"):
+        FeatureIndex([str(path)], expected_encoder=other)
+    with pytest.raises(FeatureSchemaError, match=r"f\.parquet: features are \[16, 32\]"):
+        FeatureIndex([str(path)], expected_shape=(576, 1024))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["num_tokens"]), bad)
+    with pytest.raises(FeatureSchemaError, match=r"bad\.parquet: .*num_tokens"):
+        FeatureIndex([str(bad)])
+
+
+def test_pretrain_dataset_counts_what_it_cannot_train_on(
+    byte_tokenizer, tmp_path, write_features
+) -> None:
+    captions0 = ["a red bus", "", "a cat " * 40, "two dogs"]
+    written = write_features(tmp_path / "0.parquet", ["k0", "k1", "k2", "k3"], captions0, seed=0)
+    written.update(write_features(tmp_path / "1.parquet", ["k4", "k0"], ["   ", "dup"], seed=1))
+    files = [str(tmp_path / "0.parquet"), str(tmp_path / "1.parquet")]
+    data = PretrainDataset(files, byte_tokenizer, max_length=64)
+    assert data.keys == ["k0", "k2", "k3"]
+    assert data.report.total == 6
+    assert data.report.problems == {"empty_caption": ["k1", "k4"], "duplicate_key": ["k0"]}
+    assert data.report.notes == {"truncated": ["k2"]}
+    assert data.lengths == [2 + len("a red bus\n"), 64, 2 + len("two dogs\n")]
+    item = data[2]
+    assert np.array_equal(item["features"], written["k3"]) and item["has_image"] is True
+    labels = item["labels"]
+    assert byte_tokenizer.decode(labels[labels != IGNORE_INDEX]) == "two dogs\n"
+    sampler = ModalityGroupedBatchSampler(data.has_image, 2, data.lengths, seed=0)
+    for batch_indices in sampler:
+        batch = collate_batch(
+            [data[i] for i in batch_indices], byte_tokenizer.pad_token_id, (16, 32)
+        )
+        assert batch["image_features"].shape == (len(batch_indices), 16, 32)
+        assert batch["input_ids"].shape[1] == max(data.lengths[i] for i in batch_indices)

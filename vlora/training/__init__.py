@@ -1,0 +1,1 @@
+"""Training building blocks that need no distributed runtime: schedules, parameter groups."""
