@@ -22,12 +22,12 @@ SFT (`sft_dataset`), the join of ~665K records with ~620K images of 1.2 MB featu
 without ever holding the features in the driver:
 1. the driver parses the records (`artifacts["sft_json"]`) and reads only the `key` column and
    footers of the feature files (`artifacts["sft_features"]`): an index key → (file, row) of
-   ~100 bytes per image. Structure problems and missing images are counted here;
+   ~140 bytes per image. Structure problems and missing images are counted here;
 2. records become Arrow blocks of `block_rows`, image records sorted by (file, row) and
    text-only records scattered at seeded random positions; Ray tasks tokenise them
-   (tokenisation problems, truncation) and the result is materialised — token ids only, about
-   4 kB per record. The driver collects the problem columns, merges the report and fails above
-   `max_bad_fraction` (DataQualityError listing record ids by reason);
+   (tokenisation problems, truncation) and the result is materialised: token ids only, 8 bytes
+   per token (~2 kB for a 250-token record). The driver collects the problem columns, merges
+   the report and fails above `max_bad_fraction` (DataQualityError listing ids by reason);
 3. the block order is randomised (seeded), and a lazy `map_batches` attaches each block's
    features: rows sorted by (file, row) need about one Parquet row-group read (64 rows) per 64
    rows, so features are read once per epoch, streamed, and never shuffled across the cluster.
@@ -40,7 +40,6 @@ without ever holding the features in the driver:
 from __future__ import annotations
 
 import json
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -73,8 +72,6 @@ if TYPE_CHECKING:
     import ray.data
 
     from pipelines.config import PipelineConfig
-
-logger = logging.getLogger(__name__)
 
 ROW_COLUMNS = ("input_ids", "labels", "features", "has_image", "length")
 TOKEN_LIST = pa.list_(pa.int32())

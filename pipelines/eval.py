@@ -83,7 +83,7 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
     from pipelines.evaluation.runner import evaluate
 
     _preflight(config)
-    upstream = upstream_results(config, STAGE) if not config.eval.checkpoint else {}
+    upstream = upstream_results(config, STAGE)  # () with an explicit checkpoint
     if config.eval.checkpoint:
         checkpoint, field = config.eval.checkpoint, "eval.checkpoint"
     else:
@@ -105,8 +105,6 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
         )
 
     def body(output_dir: str) -> dict[str, Any]:
-        return evaluate(
-            config.eval, checkpoint, output_dir, ray_config=config.ray, header=header
-        )
+        return evaluate(config.eval, checkpoint, output_dir, ray_config=config.ray, header=header)
 
     return run_stage(STAGE, config.workdir, key_config(config), body, upstream, force=force)

@@ -33,13 +33,15 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
     upstream = upstream_results(config, STAGE)
 
     def body(output_dir: str) -> dict:
-        from pipelines.datasets import pretrain_dataset
+        from pipelines.datasets import pretrain_dataset_with_report
         from pipelines.training.launcher import run_training
 
         ensure_ray(config.ray)
-        dataset = pretrain_dataset(
+        dataset, report = pretrain_dataset_with_report(
             config, upstream["features"], max_length=config.pretrain.max_length
         )
-        return run_training(STAGE, config, config.pretrain, dataset, output_dir)
+        return run_training(
+            STAGE, config, config.pretrain, dataset, output_dir, extra_summary={"data": report}
+        )
 
     return run_stage(STAGE, config.workdir, key_config(config), body, upstream, force=force)

@@ -179,7 +179,12 @@ def _smollm2_dinov2() -> Preset:
 
 def _tiny_recipe() -> RecipeConfig:
     return RecipeConfig(
-        pretrain_lr=1e-3, pretrain_global_batch=8, sft_lr=1e-3, sft_global_batch=8, max_length=128
+        pretrain_lr=1e-3,
+        pretrain_global_batch=8,
+        sft_lr=1e-3,
+        sft_global_batch=8,
+        # byte-level tokens: the vicuna system prompt alone is ~160 of them
+        max_length=512,
     )
 
 

@@ -45,8 +45,12 @@ class TrainConfig(StageConfig):
         default=None, gt=0, description="Samples per worker per forward/backward."
     )
     grad_accum_steps: int | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0, description="Optimizer steps to run.")
-    epochs: float | None = Field(default=None, gt=0, description="Alternative to max_steps.")
+    max_steps: int | None = Field(
+        default=None, gt=0, description="Optimizer steps to run (overrides epochs)."
+    )
+    epochs: float | None = Field(
+        default=None, gt=0, description="Passes over the data when max_steps is unset (default 1)."
+    )
     lr: float | None = Field(
         default=None, gt=0, description="Peak learning rate (default: recipe)."
     )
@@ -62,6 +66,13 @@ class TrainConfig(StageConfig):
         default=None, description="Recompute LLM blocks in backward; None = on for SFT only."
     )
     seed: int = Field(default=0)
+    max_bad_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="SFT: fail when more than this share of records cannot be trained on "
+        "(malformed, missing image, tokenisation problems); they are listed by id either way.",
+    )
     # ----- checkpoints, metrics, failures -----------------------------------------------------
     checkpoint_every_steps: int = Field(default=50, gt=0)
     keep_checkpoints: int = Field(

@@ -1,6 +1,7 @@
 """Finding a stage's finished upstream results from the pipeline config alone.
 
-Each stage module declares `STAGE`, `UPSTREAM` (names of the stages it reads) and
+Each stage module declares `STAGE`, `UPSTREAM` (names of the stages it reads; or a function
+`upstream_stages(config)` when that depends on the config) and
 `key_config(config) -> dict` (the part of the config its output depends on). A stage's key is a
 hash of that and its upstream fingerprints, so the directory of any finished stage can be found
 by walking the chain from the first stage: `finished_result(config, "features")`.
@@ -23,9 +24,18 @@ def stage_module(name: str) -> ModuleType:
     return importlib.import_module(f"pipelines.{name}")
 
 
+def upstream_names(config: PipelineConfig, name: str) -> tuple[str, ...]:
+    """The stages `name` reads: `upstream_stages(config)` where a stage's inputs depend on its
+    config (eval with an explicit checkpoint reads no sft), else its constant `UPSTREAM`."""
+    module = stage_module(name)
+    if hasattr(module, "upstream_stages"):
+        return tuple(module.upstream_stages(config))
+    return tuple(module.UPSTREAM)
+
+
 def upstream_results(config: PipelineConfig, name: str) -> dict[str, StageResult]:
     """The finished results of the stages `name` reads (clear error if one is missing)."""
-    return {up: finished_result(config, up) for up in stage_module(name).UPSTREAM}
+    return {up: finished_result(config, up) for up in upstream_names(config, name)}
 
 
 def stage_dir(config: PipelineConfig, name: str) -> str:

@@ -1,7 +1,7 @@
 """Benchmarks → prompts, before any model is loaded.
 
-For each configured benchmark: find its TSV (a local path, an fsspec URL fetched into the local
-cache, or a local EasyVQA_* file built from easy-vqa), read and validate it
+For each configured benchmark: find its TSV (a local path, an fsspec URL fetched into the stage's
+``data/`` folder, or a local EasyVQA_* file built from easy-vqa), read and validate it
 (``vlora.eval.tsv.read_benchmark_tsv``), cut it to the row limit keeping whole scoring groups, and
 build one prompt string per row (the one-image policy of ``vlora.eval.prompts``: the first image
 of a multi-image row, the others counted as dropped). Every error names the config field
@@ -76,7 +76,9 @@ def check_entry_paths(eval_config: EvalConfig) -> None:
         try:
             found = fs.exists(entry.data)
         except (OSError, ValueError, ImportError) as err:
-            raise ValueError(f"{entry_field(position)}.data: cannot reach '{entry.data}' ({err})")
+            raise ValueError(
+                f"{entry_field(position)}.data: cannot reach '{entry.data}' ({err})"
+            ) from None
         if not found:
             raise ValueError(
                 f"{entry_field(position)}.data: '{entry.data}' does not exist ({entry.key})"
@@ -112,16 +114,13 @@ def data_identity(entry: BenchmarkEntry) -> dict[str, Any]:
     return {"url": entry.data, "size": info.get("size"), **version}
 
 
-def fetch_remote(url: str, cache_root: Path) -> Path:
-    """A local copy of a remote TSV under ``cache_root`` (downloaded once, atomically)."""
-    name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + Path(url).name
-    target = cache_root / name
-    if not target.is_file():
-        filesystem, path = fs.filesystem(url)
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
-        filesystem.get(path, str(tmp))
-        tmp.replace(target)
+def fetch_remote(url: str, target: Path) -> Path:
+    """Download the remote TSV ``url`` to ``target`` (through a temporary name)."""
+    filesystem, path = fs.filesystem(url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    filesystem.get(path, str(tmp))
+    tmp.replace(target)
     return target
 
 
@@ -208,17 +207,15 @@ def prepare_benchmark(
     where = entry_field(position)
     spec = get_benchmark(entry.key)
     data_dir = work_dir / "data"
+    source_copy = data_dir / f"{entry.key}.source.tsv"  # built or fetched; becomes <KEY>.tsv
     counts: dict[str, Any] = {}
     if entry.data is None:
-        build = build_local_benchmark(
-            entry.key, data_dir / f"{entry.key}.source.tsv", images=entry.images
-        )
+        build = build_local_benchmark(entry.key, source_copy, images=entry.images)
         source, counts["built"] = build.path, build.to_dict()
-        copy_needed = True
     elif fs.is_local(entry.data):
-        source, copy_needed = Path(fs.filesystem(entry.data)[1]), False
+        source = Path(fs.filesystem(entry.data)[1])
     else:
-        source, copy_needed = fetch_remote(entry.data, work_dir / "fetched"), True
+        source = fetch_remote(entry.data, source_copy)
     try:
         table = read_benchmark_tsv(
             source,
@@ -238,18 +235,19 @@ def prepare_benchmark(
     counts["rows_in_source"] = len(table.rows)
     counts["rows_left_out_by_limit"] = len(table.rows) - len(rows)
     counts["rows_dropped_without_image"] = len(table.dropped_without_image)
-    if copy_needed or len(rows) < len(table.rows):
-        scored = write_benchmark_tsv(
-            data_dir / f"{entry.key}.tsv", table.columns, subset_records(table, rows)
-        )
+    scored = data_dir / f"{entry.key}.tsv"
+    if len(rows) < len(table.rows):
+        write_benchmark_tsv(scored, table.columns, subset_records(table, rows))
         table = read_benchmark_tsv(
             scored,
             required_columns=spec.required_columns,
             na_mode=eval_config.scoring.na_mode,
             validate_images=False,  # same payloads, checked above
         )
-        if entry.data is None:
-            (data_dir / f"{entry.key}.source.tsv").unlink(missing_ok=True)
+    elif source == source_copy:
+        source_copy.replace(scored)  # the whole built/fetched file is the scored one
+        table.path = scored
+    source_copy.unlink(missing_ok=True)
     prompts, image_ids, images, dropped = [], [], {}, 0
     for row in table.rows:
         text, row_dropped = row_prompt(spec, row, eval_config)

@@ -153,7 +153,12 @@ class DDPEngine(Engine):
         super().__init__(plan, model)
         from ray.train.torch import prepare_model
 
-        self.wrapped = prepare_model(model, parallel_strategy="ddp")
+        # Text-only steps leave the generator/projector without gradients.
+        self.wrapped = prepare_model(
+            model,
+            parallel_strategy="ddp",
+            parallel_strategy_kwargs={"find_unused_parameters": True},
+        )
         groups = adamw_param_groups(model, plan.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=plan.lr, betas=plan.adam_betas)
         self.scheduler = warmup_cosine_scheduler(

@@ -44,6 +44,7 @@ def prepare_plan(
     num_rows: int | None,
     init_checkpoint: str | None,
     use_gpu: bool,
+    image_fraction: float = 1.0,
 ) -> tuple[TrainPlan, str]:
     """The plan and the Ray storage path, with every check that can run before workers."""
     storage = train.storage_path or fs.join(output_dir, "ray")
@@ -59,6 +60,7 @@ def prepare_plan(
         init_checkpoint=init_checkpoint,
         num_rows=num_rows,
         use_gpu=use_gpu,
+        image_fraction=image_fraction,
         export_dir=fs.join(output_dir, "model"),
         mlflow_tracking_uri=config.mlflow_uri(),
         chaos_marker=fs.join(output_dir, "chaos_done.txt") if fs.is_local(output_dir) else None,
@@ -88,6 +90,7 @@ def run_training(
     *,
     init_checkpoint: str | None = None,
     num_rows: int | None = None,
+    image_fraction: float = 1.0,
     extra_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import ray.train
@@ -97,7 +100,7 @@ def run_training(
     from pipelines.training.worker import train_loop_per_worker
 
     use_gpu = train.use_gpu if train.use_gpu is not None else cluster_has_gpus()
-    if train.epochs is not None and num_rows is None:
+    if train.max_steps is None and num_rows is None:  # epochs (default 1) need the size
         num_rows = dataset.count()
     plan, storage = prepare_plan(
         phase,
@@ -107,6 +110,7 @@ def run_training(
         num_rows=num_rows,
         init_checkpoint=init_checkpoint,
         use_gpu=use_gpu,
+        image_fraction=image_fraction,
     )
     plan.mlflow_run_id = _mlflow_run(config, phase, output_dir, plan.model_dump(mode="json"))
     fs.write_json_atomic(fs.join(output_dir, "train_plan.json"), plan.model_dump(mode="json"))

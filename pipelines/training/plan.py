@@ -46,6 +46,7 @@ class TrainPlan(BaseModel):
     checkpoint_every_steps: int
     report_every_steps: int
     rows_per_worker: int | None  # None: streaming, epochs unknown (max_steps given)
+    image_fraction: float  # share of image rows: P(image) of the shared step schedule
     max_length: int
     export_dir: str
     mlflow_tracking_uri: str | None
@@ -100,6 +101,7 @@ def resolve_plan(
     num_rows: int | None,
     use_gpu: bool,
     export_dir: str,
+    image_fraction: float = 1.0,
     mlflow_tracking_uri: str | None = None,
     mlflow_run_id: str | None = None,
     chaos_marker: str | None = None,
@@ -108,7 +110,8 @@ def resolve_plan(
     recipe_batch = recipe.pretrain_global_batch if phase == "pretrain" else recipe.sft_global_batch
     micro, accum, global_ = resolve_batches(config, recipe_batch, section)
     rows_per_worker = None
-    if config.epochs is not None:
+    epochs = (config.epochs or 1.0) if config.max_steps is None else None
+    if epochs is not None:
         if not num_rows:
             raise ValueError(f"{section}.epochs: the training set is empty or of unknown size")
         rows_per_worker = num_rows // config.num_workers
@@ -118,13 +121,11 @@ def resolve_plan(
                 f"{section}.global_batch_size: {global_} is larger than the training set "
                 f"({num_rows} rows)"
             )
-        total_steps = max(1, math.floor(steps_per_epoch * config.epochs))
-    elif config.max_steps is not None:
+        total_steps = max(1, math.floor(steps_per_epoch * epochs))
+    else:
         total_steps = config.max_steps
         if num_rows is not None:
             rows_per_worker = num_rows // config.num_workers
-    else:
-        raise ValueError(f"{section}: set max_steps or epochs")
     warmup_ratio = config.warmup_ratio
     if warmup_ratio is None:
         warmup_ratio = (
@@ -165,6 +166,7 @@ def resolve_plan(
         checkpoint_every_steps=config.checkpoint_every_steps,
         report_every_steps=config.report_every_steps,
         rows_per_worker=rows_per_worker,
+        image_fraction=image_fraction,
         max_length=config.max_length or recipe.max_length,
         export_dir=export_dir,
         mlflow_tracking_uri=mlflow_tracking_uri,

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pipelines.training.batching import EpochCounters, grouped_micro_batches, synchronized
+from pipelines.training.batching import EpochCounters, epoch_micro_batches
 from pipelines.training.plan import TrainPlan
 
 logger = logging.getLogger("vlora.train")
@@ -157,8 +157,13 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
             local_shuffle_buffer_size=plan.micro_batch_size * 16,
             local_shuffle_seed=plan.seed + state["epoch"],
         )
-        batches = synchronized(
-            grouped_micro_batches(chunks, plan.micro_batch_size, True, counters), device
+        batches = epoch_micro_batches(
+            chunks,
+            plan.micro_batch_size,
+            plan.image_fraction,
+            plan.seed + state["epoch"],
+            device,
+            counters,
         )
         for index, numpy_batch in enumerate(batches):
             if index < state["batches_in_epoch"]:

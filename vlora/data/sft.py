@@ -165,16 +165,19 @@ def parse_record(
         notes.append("image_token_added")
     elif not turns[0].text.startswith(image_token + "\n"):
         notes.append("image_token_moved")
-    # LLaVA's preprocess_multimodal: drop the token wherever it is, strip, put it in front.
-    turns = [
-        Turn(t.role, image_token + "\n" + t.text.replace(image_token, "").strip())
-        if i == 0
-        else Turn(
-            t.role, t.text.replace(image_token, "").strip() if image_token in t.text else t.text
-        )
-        for i, t in enumerate(turns)
-    ]
-    return ParsedRecord(rid, turns, image, notes)
+    return ParsedRecord(rid, _image_token_in_front(turns, image_token), image, notes)
+
+
+def _image_token_in_front(turns: list[Turn], image_token: str) -> list[Turn]:
+    """LLaVA's preprocess_multimodal: drop the token wherever it is (stripping the text it was
+    in), then open the first question with "<image>\n"."""
+    moved = []
+    for i, turn in enumerate(turns):
+        text = turn.text.replace(image_token, "").strip() if image_token in turn.text else turn.text
+        if i == 0:
+            text = image_token + "\n" + text.strip()
+        moved.append(Turn(turn.role, text))
+    return moved
 
 
 def parse_records(

@@ -7,7 +7,10 @@ Main entry points:
   the prompt + images a LLaVA-style model sees;
 * :func:`vlora.eval.benchmarks.get_benchmark` — the registry of benchmark keys;
 * :mod:`vlora.eval.cli` — the ``score`` sub-command;
-* :mod:`vlora.eval.adapters` — model classes for VLMEvalKit and lmms-eval.
+* :mod:`vlora.eval.adapters` — model classes for VLMEvalKit and lmms-eval;
+* :mod:`vlora.eval.generate_fn` — greedy batched generation from a saved checkpoint
+  (``make_generate_fn``, the adapters' factory); imported on demand (it needs torch);
+* :mod:`vlora.eval.local_benchmarks` — the EasyVQA_TEST / EasyVQA_YORN files from easy-vqa.
 
 The semantics (and where they come from upstream) are in ``reference/BENCHMARKS.md``.
 """

@@ -98,7 +98,9 @@ class BatchGenerator:
         self.prompt_input: PromptInput = prompt_input
         self.max_new_tokens = int(max_new_tokens)
 
-    def encode(self, prompt: str, has_image: bool, prompt_input: PromptInput | None = None) -> list[int]:
+    def encode(
+        self, prompt: str, has_image: bool, prompt_input: PromptInput | None = None
+    ) -> list[int]:
         """Token ids of one prompt (the image placeholder becomes ``IMAGE_TOKEN_INDEX``)."""
         kind = prompt_input or self.prompt_input
         token = self.image_token

@@ -371,7 +371,9 @@ def write_benchmark_tsv(
     writer = csv.writer(buffer, delimiter="\t", quoting=csv.QUOTE_ALL, lineterminator="\n")
     writer.writerow(header)
     for record in records:
-        writer.writerow(["" if record.get(name) is None else str(record.get(name)) for name in header])
+        writer.writerow(
+            ["" if record.get(name) is None else str(record.get(name)) for name in header]
+        )
     atomic_write_text(path, buffer.getvalue())
     os.chmod(path, 0o644)  # the atomic writer's temp file is private; a benchmark file is not
     return Path(path)

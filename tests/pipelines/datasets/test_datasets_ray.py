@@ -161,6 +161,7 @@ def test_sft_rows_equal_the_torch_dataset_and_report_problems(
     }
     assert report["note_ids"]["text_only"] == ["t-1", "t-2"]
     assert report["images_in_features"] == 6 and report["images_unused"] == 1
+    dataset = dataset.materialize()
     check_schema(dataset.schema())
     rows = dataset.take_all()
     arts = features_result.artifacts

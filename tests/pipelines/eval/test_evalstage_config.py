@@ -18,7 +18,12 @@ MME = str(FORMATS / "MME_synthetic.tsv")
 
 def make_config(tmp_path: Path, **eval_fields):
     return load_pipeline_config(
-        {"name": "t", "preset": "tiny-llama", "workdir": str(tmp_path / "runs"), "eval": eval_fields}
+        {
+            "name": "t",
+            "preset": "tiny-llama",
+            "workdir": str(tmp_path / "runs"),
+            "eval": eval_fields,
+        }
     )
 
 
@@ -82,7 +87,9 @@ def test_malformed_tsv_fails_naming_field_and_row(tmp_path: Path, no_model) -> N
 
 
 def test_checkpoint_must_be_a_checkpoint(tmp_path: Path, no_model) -> None:
-    config = make_config(tmp_path, checkpoint=str(tmp_path), benchmarks=[{"key": "MME", "data": MME}])
+    config = make_config(
+        tmp_path, checkpoint=str(tmp_path), benchmarks=[{"key": "MME", "data": MME}]
+    )
     with pytest.raises(ValueError, match=r"eval\.checkpoint: .* is not a VLoRA checkpoint"):
         eval_stage.run(config)
 

@@ -127,3 +127,22 @@ def test_local_builtins_and_jobs(tmp_path: Path) -> None:
         ("EasyVQA_YORN", 8, 4),
     ]
     assert jobs[0]["image_ids"][:2] == ["0", "0"]  # both questions of image 0 share its bytes
+
+
+def test_remote_data_is_fetched_into_the_stage_folder(tmp_path: Path) -> None:
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    source = (FORMATS / SYNTHETIC["MME"]).read_bytes()
+    memory.pipe("/eval-test/MME.tsv", source)
+    try:
+        url = "memory://eval-test/MME.tsv"
+        [whole] = prepare_all(EvalConfig(benchmarks=[{"key": "MME", "data": url}]), tmp_path / "a")
+        assert whole.data_path == tmp_path / "a" / "data" / "MME.tsv"
+        assert whole.data_path.read_bytes() == source  # the file itself, not a rewrite
+        assert sorted(p.name for p in whole.data_path.parent.iterdir()) == ["MME.tsv"]
+        config = EvalConfig(benchmarks=[{"key": "MME", "data": url, "limit": 2}])
+        [cut] = prepare_all(config, tmp_path / "b")
+        assert cut.indices == ["0", "1"] and cut.counts["rows_in_source"] == 4
+    finally:
+        memory.rm("/eval-test", recursive=True)

@@ -37,7 +37,9 @@ def test_report_has_table1_rows_side_by_side() -> None:
     mmmu = next(line for line in lines if line.startswith("| MMMU (val)"))
     assert "| not run | 35.7 | 36.0 |" in mmmu and "33.7" in mmmu
     assert sum(line.startswith("| ") for line in lines) >= len(PAPER_ROWS) + 3
-    assert any(line.startswith("| EasyVQA test (local) | exact-match acc % | 87.5 |") for line in lines)
+    assert any(
+        line.startswith("| EasyVQA test (local) | exact-match acc % | 87.5 |") for line in lines
+    )
     assert any(line.startswith("| MME | cognition") and "| 300.0 |" in line for line in lines)
     counts = next(line for line in lines if line.startswith("| EasyVQA_TEST |"))
     assert counts == "| EasyVQA_TEST | 10 | 0 | 0 | 2 | 1 | 12.5 | `/d.tsv` |"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.config.train import TrainConfig
-from pipelines.training.batching import EpochCounters, grouped_micro_batches
+from pipelines.training.batching import EpochCounters, epoch_micro_batches, modality_schedule
 from pipelines.training.deepspeed_config import deepspeed_config
 from pipelines.training.engines import _flatten_optimizer_state, _unflatten_optimizer_state
 from pipelines.training.plan import resolve_batches, resolve_plan
@@ -135,17 +135,33 @@ def _chunk(flags: list[bool], start: int) -> dict[str, np.ndarray]:
     }
 
 
-def test_modality_grouped_batches_are_homogeneous_and_deterministic() -> None:
+def test_modality_batches_follow_the_shared_schedule() -> None:
     flags = [True, False, True, True, False, False, True, False, True]
     chunks = [_chunk(flags[:5], 0), _chunk(flags[5:], 5)]
+    schedule = list(itertools.islice(modality_schedule(0.5, seed=3), 6))
     counters = EpochCounters()
-    batches = list(grouped_micro_batches(chunks, 2, True, counters))
-    assert [list(b["row"]) for b in batches] == [[0, 2], [1, 4], [3, 6], [5, 7]]
-    assert all(len(set(b["has_image"])) == 1 for b in batches)
-    assert counters.rows_dropped == 1 and counters.rows_seen == 9
-    assert batches[0]["input_ids"].dtype == object  # ragged token lists stay ragged
-    again = list(grouped_micro_batches(chunks, 2, True))
+    batches = list(epoch_micro_batches(chunks, 2, 0.5, 3, torch.device("cpu"), counters))
+    assert batches
+    assert all(len(set(b["has_image"])) == 1 for b in batches)  # homogeneous
+    kinds = ["image" if b["has_image"][0] else "text" for b in batches]
+    assert kinds == schedule[: len(kinds)]  # the same schedule every rank draws
+    image_rows = [r for b in batches if b["has_image"][0] for r in b["row"]]
+    assert image_rows == [0, 2, 3, 6][: len(image_rows)]  # stream order within a modality
+    assert counters.rows_seen == 9
+    assert counters.rows_left_over + 2 * len(batches) == 9
+    again = list(epoch_micro_batches(chunks, 2, 0.5, 3, torch.device("cpu")))
     assert all((a["row"] == b["row"]).all() for a, b in zip(batches, again, strict=True))
+
+
+def test_ragged_token_lists_stay_ragged() -> None:
+    batch = next(epoch_micro_batches([_chunk([True] * 4, 0)], 3, 1.0, 0, torch.device("cpu")))
+    assert batch["input_ids"].dtype == object
+    assert [len(x) for x in batch["input_ids"]] == [1, 2, 3]
+
+
+def test_schedule_extremes() -> None:
+    assert set(itertools.islice(modality_schedule(1.0, 0), 20)) == {"image"}
+    assert set(itertools.islice(modality_schedule(0.0, 0), 20)) == {"text"}
 
 
 def test_optimizer_state_round_trips_without_pickle() -> None:

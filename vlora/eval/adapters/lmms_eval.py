@@ -14,7 +14,7 @@ Run it programmatically::
     from vlora.eval.adapters.lmms_eval import VLoRALmms
 
     results = simple_evaluate(
-        model=VLoRALmms(generate_fn=my_generate),
+        model=VLoRALmms(generate_fn=make_generate_fn("/ckpt")),  # vlora.eval.generate_fn
         tasks=["mmbench_en_dev", "mme", "scienceqa_img", "hallusion_bench_image", "mmmu_val",
                "mmbench_cn_cc"],
         batch_size=1,
@@ -25,7 +25,7 @@ in a launcher script or through the entry-point group ``lmms_eval.models`` in ``
 (``vlora = "vlora.eval.adapters.lmms_eval:VLoRALmms"``)::
 
     python -m lmms_eval --model vlora \\
-        --model_args factory=my_pkg.loader:make_generate_fn,checkpoint=/ckpt \\
+        --model_args factory=vlora.eval.generate_fn:make_generate_fn,checkpoint=/ckpt \\
         --tasks mme,mmbench_en_dev,scienceqa_img,mmmu_val --batch_size 1 --output_path out/
 
 Note: lmms-eval scores HallusionBench with a GPT-4 judge and MMBench with a GPT judge unless the

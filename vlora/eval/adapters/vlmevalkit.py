@@ -16,14 +16,14 @@ Run it (VLMEvalKit checked out at ``325df3bc`` or ``027e38c8`` to match the pape
     from vlmeval.inference import infer_data_job
     from vlora.eval.adapters.vlmevalkit import VLoRAVLMEval
 
-    model = VLoRAVLMEval(generate_fn=my_generate)      # or model=..., or factory="pkg.mod:make"
+    model = VLoRAVLMEval(factory="vlora.eval.generate_fn:make_generate_fn", checkpoint="/ckpt")
     dataset = build_dataset("MMBench_DEV_EN")
     infer_data_job(model=model, work_dir="outputs/vlora", model_name="vlora", dataset=dataset)
     print(dataset.evaluate("outputs/vlora/vlora_MMBench_DEV_EN.xlsx", model="exact_matching", nproc=1))
 
-With ``run.py`` instead: add ``"vlora": partial(VLoRAVLMEval, factory="pkg.mod:make",
-checkpoint="/ckpt")`` to ``supported_VLM`` in ``vlmeval/config.py`` (or make the class importable
-from ``vlmeval.vlm`` and use ``--config``), then
+With ``run.py`` instead: add ``"vlora": partial(VLoRAVLMEval,
+factory="vlora.eval.generate_fn:make_generate_fn", checkpoint="/ckpt")`` to ``supported_VLM`` in
+``vlmeval/config.py`` (or make the class importable from ``vlmeval.vlm`` and use ``--config``), then
 ``python run.py --data MMBench_DEV_EN MME ScienceQA_TEST HallusionBench MMMU_DEV_VAL CCBench
 --model vlora`` with no ``OPENAI_API_KEY`` set (exact matching; recent checkouts also accept
 ``--judge exact_matching``). In the 2024 code the inference helper takes the dataset

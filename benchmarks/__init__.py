@@ -1,0 +1,1 @@
+"""Benchmarks of the VLoRA project: scripts run as `python benchmarks/<name>.py` (see README.md)."""

@@ -1,0 +1,380 @@
+"""Item 2 of issue 7: generator and merge costs, and when to merge (answer length, batch size).
+
+    python benchmarks/merge_crossover.py                # both cases, ~4 min on 2 cores
+
+One image, batch 1. Merged: pay the merge once (k·|linear types| products W_v·W_s of
+in×r×out, plus weight-sized adds and copies), then prefill and decode at base-LLM cost (the
+parallel "m" branch stays factorised: it has no weight to merge into). Factorised: no merge, but
+the low-rank branches run at every token. With measured
+    T_merge            merge + unmerge (unmerge is a pointer swap)
+    P_m(C), P_f(C)     prefill of C prompt tokens, merged / factorised
+    t_m, t_f           one decode step, merged / factorised
+the two costs of n new tokens are T_merge + P_m(C) + n·t_m and P_f(C) + n·t_f, equal at
+    n* = (T_merge + P_m(C) − P_f(C)) / (t_f − t_m).
+The script measures those components (interleaved), computes n*, and checks it against
+`VLoRAModel.generate` run end to end in both modes for several n.
+
+Batch B > 1 cannot be merged (one weight per image): batched factorised generation of B images
+is compared with B sequential merged single-image generations (each: generator, merge,
+generate, unmerge), measured as such.
+
+Writes benchmarks/results/merge_crossover.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common
+from benchmarks import models as bm
+from vlora.model import MERGE_MIN_NEW_TOKENS
+from vlora.utils.env import apply_offline_defaults
+
+NAME = "merge_crossover"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cases", default="smollm2,llama7b-h512")
+    p.add_argument("--prompt-tokens", type=_ints, default=[32, 512], help="C values (prefill)")
+    p.add_argument("--decode-steps", type=int, default=32, help="steps per decode timing")
+    p.add_argument(
+        "--new-tokens", type=_ints, default=[1, 4, 16, 64], help="n of the end-to-end check"
+    )
+    p.add_argument("--batches", type=_ints, default=[1, 2, 4, 8])
+    p.add_argument("--batch-new-tokens", type=int, default=16, help="n of the batch comparison")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--e2e-repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def crossover_tokens(
+    t_merge: float, prefill_merged: float, prefill_fact: float, step_merged: float, step_fact: float
+) -> float:
+    """n* where merging starts to pay (seconds in, tokens out); inf if it never does, 0 if it
+    always does."""
+    fixed = t_merge + prefill_merged - prefill_fact
+    per_token = step_fact - step_merged
+    if fixed <= 0:
+        return 0.0
+    if per_token <= 0:
+        return math.inf
+    return fixed / per_token
+
+
+def _generate_fn(pair: bm.BenchPair, ids: torch.Tensor, feats: torch.Tensor, mode: str, n: int):
+    tok = pair.vlora.tokenizer
+    kwargs = {
+        "max_new_tokens": n,
+        "min_new_tokens": n,
+        "do_sample": False,
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": None,
+    }
+
+    def run() -> torch.Tensor:
+        return pair.vlora.generate(ids, image_features=feats, delta_mode=mode, **kwargs)
+
+    return run
+
+
+@torch.inference_mode()
+def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]:
+    case = bm.CASES[name]()
+    print(f"\n== {case.name}: {case.description}", flush=True)
+    pair = bm.build_pair(case)
+    vlora = pair.vlora
+    feats = bm.image_features(pair, 1)
+    out: dict[str, Any] = {"case": case.name, "description": case.description}
+
+    # --- components ------------------------------------------------------------------------
+    vlora.set_deltas(feats, torch.ones(1, dtype=torch.bool), 1)
+    linears = pair.delta_linears()
+
+    def merge_unmerge() -> None:
+        for w in linears:
+            w.merge()
+        for w in linears:
+            w.unmerge()
+
+    comp = common.time_interleaved(
+        {"generator": lambda: vlora.compute_factors(feats), "merge": merge_unmerge},
+        args.repeats,
+        args.warmup,
+    )
+    components: dict[str, Any] = {
+        "generator": comp["generator"].to_dict(),
+        "merge": comp["merge"].to_dict(),
+        "merge_counted_gflop": common.count_flops(merge_unmerge).total / 1e9,
+        "merged_linears": len(linears),
+        "prefill": {},
+    }
+    vlora.clear_deltas()
+    # Prefill and decode, merged vs factorised, round-robin: the untimed set-up of each path
+    # switches the model's state (merge or set factors), so both modes see the same load.
+    modes = bm.DeltaModes(pair, feats)
+    loop = bm.DecodeLoop(vlora.llm, 1, args.prompt_tokens[0], args.decode_steps)
+    fns: dict[str, Any] = {}
+    setups: dict[str, Any] = {}
+    for mode in ("merged", "factorised"):
+        switch = getattr(modes, mode)
+        for c in args.prompt_tokens:
+            ids_c = bm.text_ids(pair, 1, c)
+            fns[f"prefill_C{c}_{mode}"] = lambda ids=ids_c: vlora.llm(
+                input_ids=ids, logits_to_keep=1
+            )
+            setups[f"prefill_C{c}_{mode}"] = switch
+        fns[f"decode_{mode}"] = loop.run
+        setups[f"decode_{mode}"] = lambda switch=switch: (switch(), loop.reset())
+    t = common.time_interleaved(fns, args.repeats, args.warmup, setups=setups)
+    modes.clear()
+    prefill = {
+        m: {c: t[f"prefill_C{c}_{m}"] for c in args.prompt_tokens} for m in ("merged", "factorised")
+    }
+    steps = {m: t[f"decode_{m}"] for m in ("merged", "factorised")}
+    per_step = {m: steps[m].median_s / args.decode_steps for m in steps}
+    components["decode_step_ms"] = {m: v * 1e3 for m, v in per_step.items()}
+    components["decode_runs"] = {m: steps[m].to_dict() for m in steps}
+    crossover: dict[str, float] = {}
+    for c in args.prompt_tokens:
+        components["prefill"][f"C{c}"] = {m: prefill[m][c].to_dict() for m in prefill}
+        crossover[f"C{c}"] = crossover_tokens(
+            comp["merge"].median_s,
+            prefill["merged"][c].median_s,
+            prefill["factorised"][c].median_s,
+            per_step["merged"],
+            per_step["factorised"],
+        )
+    out["components"] = components
+    out["crossover_new_tokens"] = crossover
+    print(
+        f"generator {comp['generator'].median_s * 1e3:.1f} ms, merge {comp['merge'].median_s * 1e3:.2f} ms, "
+        f"decode step merged {per_step['merged'] * 1e3:.2f} / factorised {per_step['factorised'] * 1e3:.2f} ms, "
+        f"n* = {crossover}",
+        flush=True,
+    )
+
+    # --- end-to-end check through VLoRAModel.generate ---------------------------------------
+    ids = bm.text_ids(pair, 1, args.prompt_tokens[0])
+    e2e: dict[str, Any] = {}
+    for n in args.new_tokens:
+        fns = {mode: _generate_fn(pair, ids, feats, mode, n) for mode in ("merged", "factorised")}
+        t = common.time_interleaved(fns, args.e2e_repeats, args.warmup)
+        e2e[str(n)] = {mode: t[mode].to_dict() for mode in t}
+        print(
+            f"generate n={n:3d}: merged {t['merged'].median_s * 1e3:8.1f} ms | factorised {t['factorised'].median_s * 1e3:8.1f} ms",
+            flush=True,
+        )
+    out["generate_batch1"] = e2e
+
+    # --- batch: batched factorised vs sequential merged ------------------------------------------
+    n = args.batch_new_tokens
+    batch: dict[str, Any] = {}
+    for b in args.batches:
+        ids_b = bm.text_ids(pair, b, args.prompt_tokens[0])
+        feats_b = bm.image_features(pair, b)
+        batched = _generate_fn(pair, ids_b, feats_b, "factorised", n)
+        singles = [
+            _generate_fn(pair, ids_b[i : i + 1], feats_b[i : i + 1], "merged", n) for i in range(b)
+        ]
+
+        def sequential(singles: list = singles) -> None:
+            for fn in singles:
+                fn()
+
+        t = common.time_interleaved(
+            {"batched_factorised": batched, "sequential_merged": sequential},
+            args.e2e_repeats,
+            args.warmup,
+        )
+        batch[str(b)] = {k: v.to_dict() for k, v in t.items()}
+        print(
+            f"batch {b}: batched factorised {t['batched_factorised'].median_s * 1e3:8.1f} ms | {b} × merged {t['sequential_merged'].median_s * 1e3:8.1f} ms",
+            flush=True,
+        )
+    out["batch"] = {"new_tokens": n, "results": batch}
+    out["peak_gflops"] = peak
+    return out
+
+
+def recommend(cases: list[dict[str, Any]], prompt_tokens: int) -> dict[str, Any]:
+    """The library default: the largest measured n* at the shortest prompt, rounded up."""
+    values = [c["crossover_new_tokens"][f"C{prompt_tokens}"] for c in cases]
+    finite = [v for v in values if math.isfinite(v)]
+    worst = max(finite) if finite else math.inf
+    return {
+        "per_case": {c["case"]: c["crossover_new_tokens"] for c in cases},
+        "recommended_merge_min_new_tokens": math.ceil(worst) if math.isfinite(worst) else None,
+        "library_value": MERGE_MIN_NEW_TOKENS,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    parts = ["# Merged vs factorised inference: the crossover"]
+    rec = result["recommendation"]
+    parts.append(
+        f"Library default `MERGE_MIN_NEW_TOKENS` = {rec['library_value']} (vlora/model.py); "
+        f"largest measured n* at the shortest prompt = {rec['recommended_merge_min_new_tokens']}."
+    )
+    for case in result["cases"]:
+        comp = case["components"]
+        parts.append(f"## {case['case']}\n\n{case['description']}.")
+        rows = [
+            [
+                "generator (per image)",
+                comp["generator"]["median_s"] * 1e3,
+                comp["generator"]["iqr_s"] * 1e3,
+            ],
+            [
+                f"merge + unmerge ({comp['merged_linears']} linears, {comp['merge_counted_gflop']:.3f} GFLOP)",
+                comp["merge"]["median_s"] * 1e3,
+                comp["merge"]["iqr_s"] * 1e3,
+            ],
+            ["decode step, merged", comp["decode_step_ms"]["merged"], float("nan")],
+            ["decode step, factorised", comp["decode_step_ms"]["factorised"], float("nan")],
+        ]
+        for key, p in comp["prefill"].items():
+            for mode in ("merged", "factorised"):
+                rows.append(
+                    [f"prefill {key}, {mode}", p[mode]["median_s"] * 1e3, p[mode]["iqr_s"] * 1e3]
+                )
+        parts.append(common.md_table(["component (batch 1)", "median ms", "IQR ms"], rows))
+        parts.append(
+            "Crossover n* (new tokens from which merging is cheaper): "
+            + ", ".join(f"{k}: {v:.1f}" for k, v in case["crossover_new_tokens"].items())
+        )
+        gen_rows = [
+            [
+                n,
+                v["merged"]["median_s"] * 1e3,
+                v["factorised"]["median_s"] * 1e3,
+                "merged" if v["merged"]["median_s"] < v["factorised"]["median_s"] else "factorised",
+            ]
+            for n, v in case["generate_batch1"].items()
+        ]
+        parts.append(
+            "`VLoRAModel.generate`, batch 1, generator included in both:\n\n"
+            + common.md_table(["new tokens", "merged ms", "factorised ms", "faster"], gen_rows)
+        )
+        b = case["batch"]
+        batch_rows = [
+            [
+                k,
+                v["batched_factorised"]["median_s"] * 1e3,
+                v["sequential_merged"]["median_s"] * 1e3,
+                v["sequential_merged"]["median_s"] / v["batched_factorised"]["median_s"],
+            ]
+            for k, v in b["results"].items()
+        ]
+        parts.append(
+            f"Batch of B images, {b['new_tokens']} new tokens each:\n\n"
+            + common.md_table(
+                ["B", "batched factorised ms", "B × merged ms", "sequential / batched"], batch_rows
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    plt = common.pyplot()
+    cases = result["cases"]
+    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 4 * len(cases)), squeeze=False)
+    for (gen_ax, batch_ax), case in zip(axes, cases, strict=True):
+        comp = case["components"]
+        c0 = next(iter(comp["prefill"]))
+        t_merge = comp["merge"]["median_s"] * 1e3
+        pm, pf = (
+            comp["prefill"][c0]["merged"]["median_s"] * 1e3,
+            comp["prefill"][c0]["factorised"]["median_s"] * 1e3,
+        )
+        sm, sf = comp["decode_step_ms"]["merged"], comp["decode_step_ms"]["factorised"]
+        ns = [int(n) for n in case["generate_batch1"]]
+        grid = list(range(0, max(ns) + 1))
+        gen_ax.plot(
+            grid, [t_merge + pm + n * sm for n in grid], "-", color="C0", label="merged (model)"
+        )
+        gen_ax.plot(grid, [pf + n * sf for n in grid], "-", color="C1", label="factorised (model)")
+        gen = comp["generator"]["median_s"] * 1e3
+        gen_ax.plot(
+            ns,
+            [case["generate_batch1"][str(n)]["merged"]["median_s"] * 1e3 - gen for n in ns],
+            "o",
+            color="C0",
+            label="merged, generate − generator",
+        )
+        gen_ax.plot(
+            ns,
+            [case["generate_batch1"][str(n)]["factorised"]["median_s"] * 1e3 - gen for n in ns],
+            "s",
+            color="C1",
+            label="factorised, generate − generator",
+        )
+        gen_ax.set_xlabel("new tokens n")
+        gen_ax.set_ylabel("ms (batch 1)")
+        gen_ax.set_title(f"{case['case']}: n* = {case['crossover_new_tokens'][c0]:.1f} ({c0})")
+        gen_ax.legend(fontsize=8)
+        gen_ax.grid(True, alpha=0.3)
+        bs = [int(b) for b in case["batch"]["results"]]
+        res = case["batch"]["results"]
+        batch_ax.plot(
+            bs,
+            [res[str(b)]["batched_factorised"]["median_s"] * 1e3 for b in bs],
+            "o-",
+            label="batched factorised",
+        )
+        batch_ax.plot(
+            bs,
+            [res[str(b)]["sequential_merged"]["median_s"] * 1e3 for b in bs],
+            "s-",
+            label="B × merged, sequential",
+        )
+        batch_ax.set_xlabel("images B")
+        batch_ax.set_ylabel("ms")
+        batch_ax.set_title(f"{case['case']}: {case['batch']['new_tokens']} new tokens per image")
+        batch_ax.legend(fontsize=8)
+        batch_ax.grid(True, alpha=0.3)
+    return common.save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    apply_offline_defaults()
+    args = parse_args(argv)
+    common.set_threads(args.threads)
+    peak = common.matmul_peak()
+    print(f"fp32 GEMM peak: {peak['best_gflops']:.1f} GFLOP/s", flush=True)
+    cases = [run_case(n.strip(), args, peak["best_gflops"]) for n in args.cases.split(",")]
+    result = {
+        "benchmark": NAME,
+        "matmul_peak": peak,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "cases": cases,
+        "recommendation": recommend(cases, args.prompt_tokens[0]),
+        "machine_load_after": common.machine_info()["load_average_1_5_15"],
+    }
+    json_path, md_path = common.write_results(args.out, NAME, result, markdown(result))
+    if not args.no_plot:
+        plot(result, Path(args.out) / f"{NAME}.png")
+    print(f"recommended MERGE_MIN_NEW_TOKENS: {result['recommendation']}")
+    print(f"wrote {json_path} and {md_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

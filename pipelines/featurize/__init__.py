@@ -1,0 +1,1 @@
+"""The features stage's pieces: reading work units, decoding, encoding, writing Parquet."""

@@ -1,0 +1,74 @@
+"""The benchmark harness: statistics, round-robin timing, FLOP counting, results files."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks import common
+
+
+def test_summarize_median_quartiles_and_min() -> None:
+    t = common.summarize([5.0, 1.0, 3.0, 2.0, 4.0], warmup=2)
+    assert (t.median_s, t.q1_s, t.q3_s, t.min_s) == (3.0, 2.0, 4.0, 1.0)
+    assert t.iqr_s == 2.0 and t.repeats == 5 and t.warmup == 2
+    assert t.to_dict()["iqr_s"] == 2.0
+    single = common.summarize([0.5])
+    assert single.iqr_s == 0.0 and single.median_s == 0.5
+    with pytest.raises(ValueError, match="no timing samples"):
+        common.summarize([])
+
+
+def test_time_interleaved_runs_round_robin_with_setups_and_drops_warmup() -> None:
+    calls: list[str] = []
+    paths = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    setups = {"b": lambda: calls.append("setup-b")}
+    timings = common.time_interleaved(paths, repeats=3, warmup=2, setups=setups)
+    assert calls == ["a", "setup-b", "b"] * 5
+    assert timings["a"].repeats == 3 and timings["b"].repeats == 3
+    assert all(s >= 0 for s in timings["a"].samples_s)
+    with pytest.raises(ValueError, match="repeats"):
+        common.time_interleaved(paths, repeats=0)
+
+
+def test_count_flops_of_a_matmul_and_of_cpu_attention() -> None:
+    a, b = torch.randn(4, 8), torch.randn(8, 16)
+    assert common.count_flops(lambda: a @ b).total == 2 * 4 * 8 * 16
+    q, k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 7, 8), torch.randn(1, 2, 7, 8)
+    count = common.count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
+    assert count.total == 2 * (2 * 1 * 2 * 5 * 7 * 8)  # QKᵀ and AV, full square
+    assert sum(count.by_operator.values()) == count.total
+
+
+def test_rate_and_peak_sweep() -> None:
+    assert common.rate(2e9, 1.0, 4.0) == {"achieved_gflops_per_s": 2.0, "percent_of_peak": 50.0}
+    peak = common.matmul_peak(sizes=(16, 32), repeats=2)
+    assert set(peak["gflops_by_size"]) == {"16", "32"}
+    assert peak["best_gflops"] == max(peak["gflops_by_size"].values()) > 0
+    assert peak["best_size"] in (16, 32)
+
+
+def test_md_table_formats_numbers() -> None:
+    text = common.md_table(["a", "b"], [["x", 1234.567], ["y", 12.345], ["z", 0.012345]])
+    lines = text.splitlines()
+    assert lines[0] == "| a | b |" and lines[1] == "|---|---|"
+    assert lines[2:] == ["| x | 1235 |", "| y | 12.3 |", "| z | 0.0123 |"]
+    assert "–" in common.md_table(["v"], [[float("nan")]])
+
+
+def test_write_results_records_command_and_machine(tmp_path, monkeypatch) -> None:
+    script = common.REPO_ROOT / "benchmarks" / "demo.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--repeats", "3"])
+    json_path, md_path = common.write_results(tmp_path, "demo", {"value": 1}, "| a |\n|---|")
+    record = json.loads(json_path.read_text())
+    assert record["command"] == "python benchmarks/demo.py --repeats 3"
+    assert record["value"] == 1
+    assert record["machine"]["torch_threads"] == torch.get_num_threads()
+    assert record["machine"]["logical_cpus"] >= 1 and record["machine"]["cpu"]
+    md = md_path.read_text()
+    assert md.startswith("Command: `python benchmarks/demo.py --repeats 3`") and "| a |" in md
+    assert not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,126 @@
+"""`prefect server start` on 127.0.0.1, a process worker, `prefect deploy` from prefect.yaml and
+`prefect deployment run vlora/full-pipeline` with the smoke config; everything started is
+stopped afterwards (by process group of what this test started, never by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
+
+
+def stop_group(process: subprocess.Popen, descendants: list[psutil.Process]) -> list[int]:
+    """SIGTERM the process group we created; returns the pids still alive afterwards."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    _, alive = psutil.wait_procs(descendants, timeout=60)
+    return [p.pid for p in alive]
+
+
+def test_full_pipeline_deployment_on_a_local_server(tmp_path) -> None:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "VLORA_REPO_DIR": str(REPO),
+    }
+    started: list[tuple[subprocess.Popen, list[psutil.Process]]] = []
+
+    def launch(*args: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [PREFECT, *args],
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append((process, []))
+        return process
+
+    def prefect(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PREFECT, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+
+    try:
+        launch("server", "start", "--host", "127.0.0.1", "--port", str(port))
+        wait_healthy(f"{api}/health", timeout=180)
+        listening = {
+            c.laddr.ip
+            for p in [psutil.Process(started[0][0].pid), *psutil.Process(started[0][0].pid).children(recursive=True)]
+            for c in p.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {"127.0.0.1"}, listening
+        created = prefect("work-pool", "create", "vlora-process", "--type", "process")
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = prefect("--no-prompt", "deploy", "--all", timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        launch("worker", "start", "--pool", "vlora-process")
+        workdir = tmp_path / "run"
+        run = prefect(
+            "deployment",
+            "run",
+            "vlora/full-pipeline",
+            "-p",
+            'config="smoke"',
+            "-p",
+            f'overrides=["workdir={workdir}"]',
+            "--watch",
+            "--watch-timeout",
+            "1500",
+            timeout=1600,
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        assert "Completed" in run.stdout
+        manifests = sorted(p.parent.parent.name for p in workdir.glob("*/*/_MANIFEST.json"))
+        assert manifests == sorted(["download", "features", "pretrain", "sft", "eval", "register"])
+    finally:
+        left = []
+        for process, _ in reversed(started):
+            descendants = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+            left += stop_group(process, descendants)
+        assert not left, f"processes left running: {left}"
