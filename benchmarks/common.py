@@ -81,6 +81,92 @@ def command_string(argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", shown, *argv[1:]])
 
 
+def cpu_busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all CPUs' time spent busy over `seconds` (from /proc/stat; NaN elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    elapsed = total1 - total0
+    return 1.0 - (idle1 - idle0) / elapsed if elapsed > 0 else float("nan")
+
+
+def wait_for_idle(
+    max_wait_s: float, max_busy: float = 0.2, quiet_samples: int = 3
+) -> dict[str, Any]:
+    """Wait (up to `max_wait_s`) until other processes leave the CPUs mostly idle.
+
+    Timing with several intra-op threads on a machine where another process holds a core is
+    not just slower but erratic: each parallel region waits for its descheduled thread (seen
+    here: a 0.1 ms elementwise op taking 20 ms). Returns what was seen, for the results file.
+    """
+    start = time.monotonic()
+    quiet: list[float] = []
+    busy = cpu_busy_fraction()
+    while True:
+        quiet = [*quiet, busy] if busy <= max_busy else []
+        if len(quiet) >= quiet_samples or time.monotonic() - start >= max_wait_s:
+            break
+        busy = cpu_busy_fraction(2.0)
+    return {
+        "waited_s": round(time.monotonic() - start, 1),
+        "busy_fraction_at_start": round(busy, 3),
+        "idle_enough": len(quiet) >= min(quiet_samples, 1) and busy <= max_busy,
+    }
+
+
+class ContentionGuard:
+    """Measures how many CPUs *other* processes kept busy during a stretch of time.
+
+    Busy time of the whole machine comes from /proc/stat, this process's own CPU time (all its
+    threads) from os.times(); the difference over the wall time is the other processes' load
+    in cores. A round of timings during which others held more than `max_other_cores` is
+    thrown away and run again (at most `max_retries` times per round), and counted.
+    """
+
+    def __init__(self, max_other_cores: float = 0.25, max_retries: int = 5) -> None:
+        self.max_other_cores = max_other_cores
+        self.max_retries = max_retries
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.discarded = 0
+        self.kept_contended = 0
+        self._start: tuple[float, float, float] | None = None
+
+    def _busy_seconds(self) -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return (sum(fields) - idle) / self.tick
+
+    def start(self) -> None:
+        own = os.times()
+        self._start = (time.perf_counter(), self._busy_seconds(), own.user + own.system)
+
+    def others_cores(self) -> float:
+        """Cores other processes used on average since `start` (NaN if unknown)."""
+        if self._start is None:
+            return float("nan")
+        wall0, busy0, own0 = self._start
+        own = os.times()
+        wall = time.perf_counter() - wall0
+        others = (self._busy_seconds() - busy0) - (own.user + own.system - own0)
+        return others / wall if wall > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_other_cores": self.max_other_cores,
+            "discarded_rounds": self.discarded,
+            "contended_rounds_kept": self.kept_contended,
+        }
+
+
 # ----- timing ------------------------------------------------------------------------------
 @dataclass
 class Timing:
@@ -144,18 +230,43 @@ def time_interleaved(
     repeats: int,
     warmup: int = 1,
     setups: dict[str, Callable[[], Any]] | None = None,
+    calls_per_round: dict[str, int] | None = None,
+    guard: ContentionGuard | None = None,
 ) -> dict[str, Timing]:
-    """Run every path once per round, `warmup` untimed rounds then `repeats` timed rounds."""
+    """Run every path once per round (`calls_per_round[name]` times for cheap paths, each call
+    a sample), `warmup` untimed rounds then `repeats` timed rounds. With a guard (argument or
+    the module's GUARD), a timed round during which other processes loaded the CPUs is run
+    again."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     setups = setups or {}
+    calls_per_round = calls_per_round or {}
+    guard = guard if guard is not None else GUARD
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for round_index in range(warmup + repeats):
-        for name, fn in paths.items():
-            seconds = time_call(fn, setups.get(name))
-            if round_index >= warmup:
-                samples[name].append(seconds)
+        for attempt in range(1 + (guard.max_retries if guard else 0)):
+            if guard:
+                guard.start()
+            this_round: dict[str, list[float]] = {name: [] for name in paths}
+            for name, fn in paths.items():
+                for _ in range(max(1, calls_per_round.get(name, 1))):
+                    this_round[name].append(time_call(fn, setups.get(name)))
+            if round_index < warmup or not guard:
+                break
+            if not guard.others_cores() > guard.max_other_cores:  # NaN counts as quiet
+                break
+            if attempt < guard.max_retries:
+                guard.discarded += 1
+            else:
+                guard.kept_contended += 1
+        if round_index >= warmup:
+            for name, values in this_round.items():
+                samples[name].extend(values)
     return {name: summarize(values, warmup) for name, values in samples.items()}
+
+
+# Set by the scripts (`--max-other-load`); None: no guard (tests, dry runs).
+GUARD: ContentionGuard | None = None
 
 
 # ----- FLOPs -------------------------------------------------------------------------------

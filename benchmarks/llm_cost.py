@@ -61,6 +61,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--peak-sizes", type=_ints, default=[256, 512, 1024, 2048], help="GEMM sweep sizes"
+    )
+    p.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.25,
+        help="redo a timing round when other processes used more CPU cores than this (0: off)",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for other processes to leave the CPUs idle",
+    )
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     p.add_argument("--no-profile", action="store_true", help="skip torch.profiler tables")
     p.add_argument("--no-plot", action="store_true")
@@ -150,7 +165,7 @@ def run_case(
     key_l = max(args.visual_tokens)
     proj_feats = bm.image_features(pair, 1, key_l)
     paths[f"projector_L{key_l}"] = lambda: baseline.projector(proj_feats)
-    timings = common.time_interleaved(paths, args.repeats, args.warmup)
+    timings = common.time_interleaved(paths, 3 * args.repeats, args.warmup)  # cheap parts
     for length, gen in gens.items():
         arch = dict(case.arch)
         formula = generator_flops(case.generator, _vision_with(case, length), arch, k)
@@ -185,7 +200,9 @@ def run_case(
             paths[f"baseline_prefill_L{n}"] = lambda emb=emb: baseline.llm(
                 inputs_embeds=emb, logits_to_keep=1
             )
-        timings = common.time_interleaved(paths, args.repeats, args.warmup)
+        timings = common.time_interleaved(
+            paths, args.repeats, args.warmup, calls_per_round={"vlora_prefill_merged": 3}
+        )
         rec.add(
             "vlora_prefill_merged",
             timings["vlora_prefill_merged"],
@@ -214,7 +231,7 @@ def run_case(
     for c in args.text_tokens:
         ids = bm.text_ids(pair, 1, c)
         fn = lambda ids=ids: vlora.llm(input_ids=ids, logits_to_keep=1)  # noqa: E731
-        timing = common.time_interleaved({"f": fn}, args.repeats, args.warmup)["f"]
+        timing = common.time_interleaved({"f": fn}, 3 * args.repeats, args.warmup)["f"]
         rec.add(
             "vlora_prefill_factorised",
             timing,
@@ -238,7 +255,10 @@ def run_case(
             baseline(input_ids=ids, image_features=feats_l, logits_to_keep=1)
 
         timings = common.time_interleaved(
-            {"vlora_e2e": vlora_e2e, "baseline_e2e": baseline_e2e}, args.repeats, args.warmup
+            {"vlora_e2e": vlora_e2e, "baseline_e2e": baseline_e2e},
+            args.repeats,
+            args.warmup,
+            calls_per_round={"vlora_e2e": 3},
         )
         rec.add("vlora_e2e", timings["vlora_e2e"], common.count_flops(vlora_e2e), text_tokens=c)
         rec.add(
@@ -546,7 +566,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         if len(f) == len(cs):
             lat.plot(cs, f, "o--", label="VLoRA factorised")
         lengths = sorted({r["visual_tokens"] for r in rows if r["path"] == "baseline_prefill"})
-        for n in lengths:
+        for i, n in enumerate(lengths):
             b = [
                 next(
                     r
@@ -557,10 +577,12 @@ def plot(result: dict[str, Any], path: Path) -> Path:
                 )["median_ms"]
                 for c in cs
             ]
-            lat.plot(cs, b, "s-", label=f"baseline L={n}")
-            ratio.plot(cs, [a / bb for a, bb in zip(v, b, strict=True)], "o-", label=f"time, L={n}")
+            color = f"C{i + 2}"
+            lat.plot(cs, b, "s-", color=color, label=f"baseline L={n}")
+            times = [a / bb for a, bb in zip(v, b, strict=True)]
+            ratio.plot(cs, times, "o-", color=color, label=f"time, L={n}")
             fl = [case["summary"]["prefill_ratio"][f"C{c}_L{n}"]["counted_flops"] for c in cs]
-            ratio.plot(cs, fl, "x:", label=f"counted FLOPs, L={n}")
+            ratio.plot(cs, fl, "x:", color=color, label=f"counted FLOPs, L={n}")
         for ax in (lat, ratio):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("text tokens C")
@@ -572,6 +594,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         ratio.axhline(CLAIM_MAX_RATIO, color="grey", lw=0.8, ls="--")
         ratio.set_ylabel("VLoRA / baseline")
         ratio.set_title(f"{case['case']}: ratio")
+    fig.tight_layout()
     return common.save_figure(fig, path)
 
 
@@ -579,11 +602,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
     common.set_threads(args.threads)
-    peak = common.matmul_peak()
+    idle = common.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
+    if args.max_other_load > 0:
+        common.GUARD = common.ContentionGuard(args.max_other_load)
+    if idle and not idle["idle_enough"]:
+        print(f"warning: the CPUs stayed busy ({idle}); timings will be noisy", flush=True)
+    peak = common.matmul_peak(sizes=args.peak_sizes)
     print(
         f"fp32 GEMM peak: {peak['best_gflops']:.1f} GFLOP/s ({peak['gflops_by_size']})", flush=True
     )
-    bandwidth = common.memory_bandwidth()
+    bandwidth = common.memory_bandwidth(64 if max(args.peak_sizes) < 1024 else 256)
     print(f"copy rate (read + write): {bandwidth['copy_gb_per_s']:.1f} GB/s", flush=True)
     cases = [
         run_case(name.strip(), args, peak["best_gflops"], bandwidth["copy_gb_per_s"])
@@ -592,12 +620,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": NAME,
         "matmul_peak": peak,
+        "idle_check": idle,
+        "contention_guard": common.GUARD.to_dict() if common.GUARD else None,
+        "cpu_busy_fraction_after": common.cpu_busy_fraction(),
         "memory_bandwidth": bandwidth,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "cases": cases,
         "machine_load_after": common.machine_info()["load_average_1_5_15"],
     }
     text = markdown(result)
+    common.GUARD = None  # the guard belongs to this run only
     json_path, md_path = common.write_results(args.out, NAME, result, text)
     if not args.no_plot:
         plot(result, Path(args.out) / f"{NAME}.png")

@@ -24,6 +24,7 @@ Writes benchmarks/results/merge_crossover.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -58,10 +59,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-new-tokens", type=int, default=16, help="n of the batch comparison")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--e2e-repeats", type=int, default=3)
+    p.add_argument("--branch-repeats", type=int, default=20, help="repeats of the short parts")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--peak-sizes", type=_ints, default=[256, 512, 1024, 2048], help="GEMM sweep sizes"
+    )
+    p.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.25,
+        help="redo a timing round when other processes used more CPU cores than this (0: off)",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for other processes to leave the CPUs idle",
+    )
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--plot-from", default=None, help="only redraw <json>'s PNG beside it")
     return p.parse_args(argv)
 
 
@@ -95,6 +113,20 @@ def _generate_fn(pair: bm.BenchPair, ids: torch.Tensor, feats: torch.Tensor, mod
     return run
 
 
+def branch_cost_fn(linears: list[Any], tokens: int) -> Any:
+    """The low-rank branches of `linears` on [1, T, in] inputs, added to a base output: the
+    work a factorised forward does on top of a merged one (factors must be set)."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(1, tokens, w.in_features, generator=gen) for w in linears]
+    bases = [torch.zeros(1, tokens, w.out_features) for w in linears]
+
+    def run() -> None:
+        for w, x, y in zip(linears, inputs, bases, strict=True):
+            torch.add(y, w.delta(x))
+
+    return run
+
+
 @torch.inference_mode()
 def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]:
     case = bm.CASES[name]()
@@ -114,14 +146,19 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
         for w in linears:
             w.unmerge()
 
+    # The merged model skips exactly the low-rank branches of these linears (the parallel "m"
+    # branch runs in both modes), so their cost on T tokens is what factorised adds: timed in
+    # isolation it is far less noisy than a difference of two whole decode steps.
+    branch_fns = {f"branches_T{t}": branch_cost_fn(linears, t) for t in (1, *args.prompt_tokens)}
     comp = common.time_interleaved(
-        {"generator": lambda: vlora.compute_factors(feats), "merge": merge_unmerge},
-        args.repeats,
+        {"generator": lambda: vlora.compute_factors(feats), "merge": merge_unmerge, **branch_fns},
+        args.branch_repeats,
         args.warmup,
     )
     components: dict[str, Any] = {
         "generator": comp["generator"].to_dict(),
         "merge": comp["merge"].to_dict(),
+        "branches": {key: comp[key].to_dict() for key in branch_fns},
         "merge_counted_gflop": common.count_flops(merge_unmerge).total / 1e9,
         "merged_linears": len(linears),
         "prefill": {},
@@ -162,12 +199,19 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
             per_step["merged"],
             per_step["factorised"],
         )
+    # The component model: n* = (T_merge − branches(C)) / branches(1).
+    t_merge, per_token = comp["merge"].median_s, comp["branches_T1"].median_s
+    model = {
+        f"C{c}": max(0.0, (t_merge - comp[f"branches_T{c}"].median_s) / per_token)
+        for c in args.prompt_tokens
+    }
     out["components"] = components
-    out["crossover_new_tokens"] = crossover
+    out["crossover_new_tokens"] = model
+    out["crossover_from_whole_steps"] = crossover
     print(
         f"generator {comp['generator'].median_s * 1e3:.1f} ms, merge {comp['merge'].median_s * 1e3:.2f} ms, "
         f"decode step merged {per_step['merged'] * 1e3:.2f} / factorised {per_step['factorised'] * 1e3:.2f} ms, "
-        f"n* = {crossover}",
+        f"branches per token {per_token * 1e3:.3f} ms, n* = {model} (from whole steps: {crossover})",
         flush=True,
     )
 
@@ -255,10 +299,21 @@ def markdown(result: dict[str, Any]) -> str:
                 rows.append(
                     [f"prefill {key}, {mode}", p[mode]["median_s"] * 1e3, p[mode]["iqr_s"] * 1e3]
                 )
+        for key, v in comp["branches"].items():
+            rows.append(
+                [
+                    f"low-rank branches of the merged linears, {key[9:]} tokens",
+                    v["median_s"] * 1e3,
+                    v["iqr_s"] * 1e3,
+                ]
+            )
         parts.append(common.md_table(["component (batch 1)", "median ms", "IQR ms"], rows))
         parts.append(
-            "Crossover n* (new tokens from which merging is cheaper): "
+            "Crossover n* (new tokens from which merging is cheaper), component model "
+            "(T_merge − branches(C)) / branches(1): "
             + ", ".join(f"{k}: {v:.1f}" for k, v in case["crossover_new_tokens"].items())
+            + "; from whole prefill and decode steps (noisier): "
+            + ", ".join(f"{k}: {v:.1f}" for k, v in case["crossover_from_whole_steps"].items())
         )
         gen_rows = [
             [
@@ -300,17 +355,23 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         comp = case["components"]
         c0 = next(iter(comp["prefill"]))
         t_merge = comp["merge"]["median_s"] * 1e3
-        pm, pf = (
-            comp["prefill"][c0]["merged"]["median_s"] * 1e3,
-            comp["prefill"][c0]["factorised"]["median_s"] * 1e3,
-        )
-        sm, sf = comp["decode_step_ms"]["merged"], comp["decode_step_ms"]["factorised"]
+        pm = comp["prefill"][c0]["merged"]["median_s"] * 1e3
+        sm = comp["decode_step_ms"]["merged"]
         ns = [int(n) for n in case["generate_batch1"]]
         grid = list(range(0, max(ns) + 1))
+        # component model: factorised = merged path without the merge, plus the branches
+        br1 = comp["branches"]["branches_T1"]["median_s"] * 1e3
+        br_c = comp["branches"][f"branches_T{c0[1:]}"]["median_s"] * 1e3
         gen_ax.plot(
             grid, [t_merge + pm + n * sm for n in grid], "-", color="C0", label="merged (model)"
         )
-        gen_ax.plot(grid, [pf + n * sf for n in grid], "-", color="C1", label="factorised (model)")
+        gen_ax.plot(
+            grid,
+            [pm + br_c + n * (sm + br1) for n in grid],
+            "-",
+            color="C1",
+            label="factorised (model)",
+        )
         gen = comp["generator"]["median_s"] * 1e3
         gen_ax.plot(
             ns,
@@ -350,24 +411,39 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         batch_ax.set_title(f"{case['case']}: {case['batch']['new_tokens']} new tokens per image")
         batch_ax.legend(fontsize=8)
         batch_ax.grid(True, alpha=0.3)
+    fig.tight_layout()
     return common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
+    if args.plot_from:
+        source = Path(args.plot_from)
+        data = json.loads(source.read_text())
+        print(f"wrote {plot(data, source.with_suffix('.png'))}")
+        return data
     common.set_threads(args.threads)
-    peak = common.matmul_peak()
+    idle = common.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
+    if args.max_other_load > 0:
+        common.GUARD = common.ContentionGuard(args.max_other_load)
+    if idle and not idle["idle_enough"]:
+        print(f"warning: the CPUs stayed busy ({idle}); timings will be noisy", flush=True)
+    peak = common.matmul_peak(sizes=args.peak_sizes)
     print(f"fp32 GEMM peak: {peak['best_gflops']:.1f} GFLOP/s", flush=True)
     cases = [run_case(n.strip(), args, peak["best_gflops"]) for n in args.cases.split(",")]
     result = {
         "benchmark": NAME,
         "matmul_peak": peak,
+        "idle_check": idle,
+        "contention_guard": common.GUARD.to_dict() if common.GUARD else None,
+        "cpu_busy_fraction_after": common.cpu_busy_fraction(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "cases": cases,
         "recommendation": recommend(cases, args.prompt_tokens[0]),
         "machine_load_after": common.machine_info()["load_average_1_5_15"],
     }
+    common.GUARD = None  # the guard belongs to this run only
     json_path, md_path = common.write_results(args.out, NAME, result, markdown(result))
     if not args.no_plot:
         plot(result, Path(args.out) / f"{NAME}.png")

@@ -32,9 +32,17 @@ from vlora.vision import VisionEncoder
 logger = logging.getLogger(__name__)
 
 DeltaMode = Literal["auto", "merged", "factorised"]
-# Measured crossover (benchmarks/merge_crossover.py): below this many new tokens a single
-# image is cheaper to keep factorised than to merge (merge = k·|types| small matmuls + copies).
-MERGE_MIN_NEW_TOKENS = 16
+# When one image is merged rather than kept factorised (benchmarks/merge_crossover.py and
+# benchmarks/gpu_h200.py; docs/performance.md). Merging costs a fixed T_merge (k·4 products
+# W_v·W_s plus weight-sized adds); factorised pays the low-rank branches at every token. The
+# crossover n* = (T_merge − branches(prompt)) / branches(1 token) depends on the device:
+# - CPU (Xeon, fp32, 1 thread), 32-token prompt, two runs: n* = 25 and 34 (SmolLM2-135M), 27
+#   and 21 (Llama, 7B proportions at h=512) → merge from 32 new tokens. Near n* the two modes
+#   differ by well under 1% (|n − n*| × ~1.5 ms per token on a ~70 ms decode step).
+# - CUDA (H200, bf16, Vicuna-7B shapes): n* = 0.7 (eager branches are launch-bound: +5.5 ms per
+#   decode step against a 9.2 ms merge) → merge from the first new token.
+MERGE_MIN_NEW_TOKENS = 32
+MERGE_MIN_NEW_TOKENS_BY_DEVICE = {"cuda": 1}  # device type → threshold; others use the above
 
 
 class VLoRAModel(MultimodalModel):
@@ -197,7 +205,10 @@ class VLoRAModel(MultimodalModel):
     def choose_delta_mode(
         self, batch_size: int, has_image: torch.Tensor, max_new_tokens: int
     ) -> str:
-        if batch_size == 1 and bool(has_image.all()) and max_new_tokens >= MERGE_MIN_NEW_TOKENS:
+        """'merged' for one image and an answer long enough to repay the merge on this
+        device; 'factorised' otherwise (a batch holds one weight per image: never merged)."""
+        threshold = MERGE_MIN_NEW_TOKENS_BY_DEVICE.get(self.device.type, MERGE_MIN_NEW_TOKENS)
+        if batch_size == 1 and bool(has_image.all()) and max_new_tokens >= threshold:
             return "merged"
         return "factorised"
 

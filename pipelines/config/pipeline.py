@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipelines.config.base import StageConfig
 from pipelines.config.download import DownloadConfig
@@ -32,11 +32,22 @@ class TrackingConfig(StageConfig):
         "local SQLite store `mlflow.db` in a local workdir.",
     )
     experiment: str = Field(default="vlora", description="MLflow experiment name.")
+    artifact_location: str | None = Field(
+        default=None,
+        description="Artifact root of the experiment when this pipeline creates it (a folder or "
+        "any URL MLflow accepts: s3://…); None = the tracking server's default, or "
+        "`<workdir>/mlartifacts` with the local SQLite default.",
+    )
 
 
 class PipelineConfig(StageConfig):
     name: str = Field(description="Run name (used in logs, MLflow and artifacts).")
     preset: str = Field(description="Model preset (vlora presets): architecture and defaults.")
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the preset's model config, by dotted path, e.g. "
+        "{'vision.image_size': 112, 'generator.rank': 16}; validated like the preset itself.",
+    )
     design: Literal["vlora", "input_space"] = Field(
         default="vlora",
         description="Train and evaluate VLoRA or the LLaVA-style input-space baseline on the same "
@@ -80,10 +91,58 @@ class PipelineConfig(StageConfig):
         root.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{root / 'mlflow.db'}"
 
+    def mlflow_artifact_location(self) -> str | None:
+        """Artifact root for experiments we create (never MLflow's cwd-relative `./mlruns`)."""
+        if self.tracking.artifact_location or self.tracking.mlflow_tracking_uri:
+            return self.tracking.artifact_location
+        self.mlflow_uri()  # creates the local root, or fails for a remote workdir
+        root = Path(fs_path(self.workdir)).resolve()
+        return (root / "mlartifacts").as_uri()
+
+    def registered_model_name(self) -> str:
+        if self.registry.model_name:
+            return self.registry.model_name
+        prefix = "vlora" if self.design == "vlora" else "input-space"
+        return f"{prefix}-{self.name}"
+
+    @model_validator(mode="after")
+    def _thresholds_name_benchmarks(self) -> PipelineConfig:
+        evaluated = {entry.key for entry in self.eval.benchmarks}
+        missing = sorted(
+            name for name in self.registry.thresholds if name.split("/")[0] not in evaluated
+        )
+        if missing:
+            raise ValueError(
+                f"registry.thresholds: {missing} name benchmarks that eval.benchmarks does not "
+                f"run ({', '.join(sorted(evaluated))})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_overrides_valid(self) -> PipelineConfig:
+        self.model_config_for_run()  # fails now, naming the field, rather than mid-run
+        return self
+
     def model_config_for_run(self) -> ModelConfig:
+        """The preset's model config with `model` overrides applied."""
         from vlora.presets import get_preset
 
-        return get_preset(self.preset).model
+        base = get_preset(self.preset).model
+        if not self.model:
+            return base
+        data = base.model_dump(mode="json")
+        for dotted, value in self.model.items():
+            _set_dotted(data, dotted, value)
+        try:
+            return ModelConfig.model_validate(data)
+        except ValidationError as err:
+            raise ValueError(describe_errors(err, prefix="model.")) from None
+
+
+def fs_path(url: str) -> str:
+    from pipelines.core import fs
+
+    return fs.filesystem(url)[1]
 
 
 def named_configs() -> list[str]:
@@ -133,7 +192,14 @@ def load_pipeline_config(
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(f"invalid pipeline config: {problems}") from None
+        raise ValueError(f"invalid pipeline config: {describe_errors(err)}") from None
+
+
+def describe_errors(err: ValidationError, prefix: str = "") -> str:
+    """'field.path: message; …' — the field first, without pydantic's 'Value error, ' noise."""
+    parts = []
+    for error in err.errors():
+        location = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{prefix}{location}: {message}" if location else f"{prefix}{message}")
+    return "; ".join(parts)

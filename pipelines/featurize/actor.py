@@ -1,18 +1,21 @@
 """The encoder actor: one Ray Data actor holds the frozen vision encoder and turns work units
 (a shard, or a slice of the SFT image list) into Parquet files.
 
-Inside a call: a reader streams the unit's samples, a thread pool decodes and preprocesses them
-(PIL releases the GIL for most of it), the encoder runs on batches of `batch_size` images, and a
-writer appends each batch to the unit's output; the file appears under its final name only
-when complete. The call returns one summary row per unit.
+Inside a call, three things overlap: the unit's samples are streamed (tar or files), a thread
+pool decodes and preprocesses them `prefetch_batches` batches ahead (PIL releases the GIL for
+most of it), and the encoder runs on batches of `batch_size` images whose rows are appended to
+the unit's output, which appears under its final name only when complete. A unit that cannot
+be read to the end (a corrupt tar) returns its error instead of a file; the other units go on.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import traceback
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any
 
@@ -24,10 +27,26 @@ from pipelines.featurize.units import Sample, WorkUnit, read_unit
 from pipelines.featurize.writer import UnitWriter
 from vlora.config import VisionEncoderConfig
 
+Decoded = tuple[Sample, "torch.Tensor | DecodeError"]
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _batched(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
     while batch := list(islice(samples, size)):
         yield batch
+
+
+def _progress(label: str, total: int | None) -> Any:
+    """A per-unit images bar rendered by the driver (Ray's tqdm), or None outside Ray."""
+    try:
+        import ray
+        from ray.experimental import tqdm_ray
+
+        if ray.is_initialized():
+            return tqdm_ray.tqdm(desc=f"features {label}", total=total, unit="img")
+    except Exception:  # progress is a nicety, never a failure
+        return None
+    return None
 
 
 class EncoderActor:
@@ -37,68 +56,111 @@ class EncoderActor:
         output_dir: str,
         batch_size: int,
         decode_threads: int,
-        torch_threads: int | None,
+        prefetch_batches: int,
+        torch_threads: int,
+        use_gpu: bool,
+        compute_dtype: str,
+        show_progress: bool = True,
     ) -> None:
+        from PIL import ImageFile
+
         from vlora.utils.env import apply_offline_defaults
         from vlora.vision import build_vision_encoder
 
         apply_offline_defaults()
-        if torch_threads:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files are errors, never padded
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError(
+                "features.gpus_per_actor > 0 but this actor sees no CUDA device "
+                "(set gpus_per_actor: 0 to encode on CPUs)"
+            )
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        if not use_gpu:
             torch.set_num_threads(torch_threads)
         self.config = VisionEncoderConfig.model_validate(encoder_json)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoder = build_vision_encoder(self.config).to(self.device)
-        # bf16 on GPU halves the encoder's time; features are stored as fp16 either way
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.encoder.to(self.dtype)
+        self.compute_dtype = compute_dtype
+        self.dtype = TORCH_DTYPES[compute_dtype]
+        self.encoder = build_vision_encoder(self.config).to(self.device, self.dtype)
         self.output_dir = output_dir
         self.batch_size = batch_size
+        self.prefetch_batches = prefetch_batches
+        self.show_progress = show_progress
         self.pool = ThreadPoolExecutor(max_workers=decode_threads)
 
-    def _decode(self, sample: Sample) -> tuple[Sample, torch.Tensor | DecodeError]:
+    def _decode(self, sample: Sample) -> Decoded:
+        if sample.read_error is not None:
+            return sample, DecodeError(*sample.read_error)
         try:
             return sample, decode_image(sample.image_bytes, self.encoder.preprocessor)
         except DecodeError as err:
             return sample, err
 
+    def _decoded_batches(self, samples: Iterator[Sample]) -> Iterator[list[Decoded]]:
+        """Batches in input order; the pool works up to `prefetch_batches` batches ahead."""
+        ahead: deque[list[Future[Decoded]]] = deque()
+        for chunk in _batched(samples, self.batch_size):
+            ahead.append([self.pool.submit(self._decode, s) for s in chunk])
+            if len(ahead) > self.prefetch_batches:
+                yield [f.result() for f in ahead.popleft()]
+        while ahead:
+            yield [f.result() for f in ahead.popleft()]
+
     @torch.inference_mode()
-    def _encode(self, pixels: list[torch.Tensor]) -> np.ndarray:
+    def encode(self, pixels: list[torch.Tensor]) -> np.ndarray:
         batch = torch.stack(pixels).to(self.device, self.dtype)  # [n, 3, S, S]
         return self.encoder(batch).float().cpu().numpy()  # [n, L, d_v]
 
     def process(self, unit: WorkUnit) -> dict[str, Any]:
         started = time.perf_counter()
-        writer = UnitWriter(unit.output(self.output_dir), self.config)
-        seen = 0
+        writer = UnitWriter(unit.output(self.output_dir), self.config, self.compute_dtype)
+        total = len(unit.images) if unit.kind == "sft" else None
+        bar = _progress(unit.label, total) if self.show_progress else None
         try:
-            for chunk in _batched(read_unit(unit), self.batch_size):
-                seen += len(chunk)
-                decoded = list(self.pool.map(self._decode, chunk))
+            for decoded in self._decoded_batches(read_unit(unit)):
                 good = [(s, p) for s, p in decoded if isinstance(p, torch.Tensor)]
                 for sample, error in decoded:
                     if isinstance(error, DecodeError):
-                        writer.skip(sample.key, error.reason, str(error))
+                        writer.skip(sample.key, error.reason, error.detail)
                 if good:
-                    features = self._encode([p for _, p in good])
                     writer.write(
                         [s.key for s, _ in good],
-                        features,
+                        self.encode([p for _, p in good]),
                         [s.caption for s, _ in good],
                         [s.captions_json for s, _ in good],
                     )
+                if bar is not None:
+                    bar.update(len(decoded))
             result = writer.close()
         except BaseException:
             writer.abort()
             raise
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - started
         return {
-            "unit": f"{unit.kind}/{unit.name}",
-            "kind": unit.kind,
-            "images_in": seen,
             "rows": result["rows"],
-            "skipped": json.dumps(result["skipped"]),
-            "seconds": time.perf_counter() - started,
+            "skipped": result["skipped"],
+            "error": "",
+            "seconds": seconds,
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = [self.process(WorkUnit.from_row({"unit": u})) for u in batch["unit"]]
+        rows = []
+        for text in batch["unit"]:
+            unit = WorkUnit.from_json(str(text))
+            try:
+                outcome = self.process(unit)
+            except Exception as err:  # reported per unit; the other units go on
+                detail = "".join(traceback.format_exception_only(err)).strip()
+                outcome = {"rows": 0, "skipped": [], "error": detail, "seconds": 0.0}
+            rows.append(
+                {
+                    "unit": unit.label,
+                    "rows": outcome["rows"],
+                    "skipped": json.dumps(outcome["skipped"]),
+                    "error": outcome["error"],
+                    "seconds": outcome["seconds"],
+                }
+            )
         return {key: [r[key] for r in rows] for key in rows[0]}

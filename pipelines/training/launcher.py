@@ -75,7 +75,11 @@ def _mlflow_run(config: PipelineConfig, phase: str, output_dir: str, params: dic
         filesystem, path = fs.filesystem(marker)
         return filesystem.cat_file(path).decode().strip()
     run_id = start_mlflow_run(
-        config.mlflow_uri(), config.tracking.experiment, f"{config.name}-{phase}", params
+        config.mlflow_uri(),
+        config.tracking.experiment,
+        f"{config.name}-{phase}",
+        params,
+        artifact_location=config.mlflow_artifact_location(),
     )
     fs.write_bytes_atomic(marker, run_id.encode())
     return run_id

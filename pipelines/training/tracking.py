@@ -40,12 +40,19 @@ class MetricsLogger:
         self.client = None
 
 
-def start_mlflow_run(tracking_uri: str, experiment: str, run_name: str, params: dict) -> str:
+def start_mlflow_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict,
+    artifact_location: str | None = None,
+) -> str:
     from mlflow.tracking import MlflowClient
 
+    from pipelines.core.mlflow_store import ensure_experiment
+
     client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = ensure_experiment(client, experiment, artifact_location)
     run = client.create_run(experiment_id, run_name=run_name)
     flat = {k: str(v)[:500] for k, v in params.items()}
     for key, value in flat.items():

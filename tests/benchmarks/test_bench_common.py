@@ -35,6 +35,14 @@ def test_time_interleaved_runs_round_robin_with_setups_and_drops_warmup() -> Non
         common.time_interleaved(paths, repeats=0)
 
 
+def test_cheap_paths_can_take_several_samples_per_round() -> None:
+    calls: list[str] = []
+    paths = {"cheap": lambda: calls.append("c"), "dear": lambda: calls.append("d")}
+    timings = common.time_interleaved(paths, repeats=2, warmup=1, calls_per_round={"cheap": 3})
+    assert calls == ["c", "c", "c", "d"] * 3
+    assert timings["cheap"].repeats == 6 and timings["dear"].repeats == 2
+
+
 def test_count_flops_of_a_matmul_and_of_cpu_attention() -> None:
     a, b = torch.randn(4, 8), torch.randn(8, 16)
     assert common.count_flops(lambda: a @ b).total == 2 * 4 * 8 * 16
@@ -72,3 +80,52 @@ def test_write_results_records_command_and_machine(tmp_path, monkeypatch) -> Non
     md = md_path.read_text()
     assert md.startswith("Command: `python benchmarks/demo.py --repeats 3`") and "| a |" in md
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_busy_fraction_and_idle_wait_report_what_they_saw() -> None:
+    busy = common.cpu_busy_fraction(0.2)
+    assert 0.0 <= busy <= 1.0
+    seen = common.wait_for_idle(0.0, max_busy=1.0)  # always idle enough: returns at once
+    assert seen["idle_enough"] is True and seen["waited_s"] < 5
+    assert set(seen) == {"waited_s", "busy_fraction_at_start", "idle_enough"}
+
+
+class _ScriptedGuard(common.ContentionGuard):
+    """Reports the other processes' load from a script instead of /proc/stat."""
+
+    def __init__(self, loads: list[float]) -> None:
+        super().__init__(max_other_cores=0.5, max_retries=2)
+        self.loads = loads
+
+    def start(self) -> None:
+        pass
+
+    def others_cores(self) -> float:
+        return self.loads.pop(0)
+
+
+def test_contended_rounds_are_run_again_and_counted() -> None:
+    calls: list[str] = []
+    # warm-up round is never checked; round 1: busy, then quiet; round 2: busy three times
+    guard = _ScriptedGuard([2.0, 0.1, 2.0, 2.0, 2.0])
+    timings = common.time_interleaved(
+        {"a": lambda: calls.append("a")}, repeats=2, warmup=1, guard=guard
+    )
+    assert len(calls) == 1 + 2 + 3  # warm-up, round 1 twice, round 2 three times
+    assert timings["a"].repeats == 2  # only the kept round of each is a sample
+    assert guard.to_dict() == {
+        "max_other_cores": 0.5,
+        "discarded_rounds": 3,
+        "contended_rounds_kept": 1,
+    }
+
+
+def test_guard_measures_other_processes_not_this_one() -> None:
+    guard = common.ContentionGuard()
+    guard.start()
+    x = torch.randn(256, 256)
+    for _ in range(50):
+        x @ x  # our own work must not count as contention
+    load = guard.others_cores()
+    assert load == load  # not NaN on Linux
+    assert load < 2.5

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import gpu_h200
+from benchmarks import gpu_h200, gpu_train
 
 
 def test_without_cuda_it_stops_at_once_with_a_clear_message(monkeypatch, tmp_path) -> None:
@@ -20,7 +20,7 @@ def test_without_cuda_it_stops_at_once_with_a_clear_message(monkeypatch, tmp_pat
 
 
 def test_deepspeed_config_is_zero2_bf16_single_gpu() -> None:
-    cfg = gpu_h200.ds_config(4)
+    cfg = gpu_train.ds_config(4)
     assert cfg["zero_optimization"]["stage"] == 2 and cfg["bf16"]["enabled"] is True
     assert cfg["train_batch_size"] == cfg["train_micro_batch_size_per_gpu"] == 4
     assert cfg["gradient_accumulation_steps"] == 1

@@ -50,6 +50,10 @@ def test_tiny_run_measures_every_part(tmp_path) -> None:
             "1",
             "--warmup",
             "0",
+            "--peak-sizes",
+            "64,128",
+            "--max-other-load",
+            "0",
             "--out",
             str(tmp_path),
         ]

@@ -90,7 +90,10 @@ def test_full_pipeline_deployment_on_a_local_server(tmp_path) -> None:
         wait_healthy(f"{api}/health", timeout=180)
         listening = {
             c.laddr.ip
-            for p in [psutil.Process(started[0][0].pid), *psutil.Process(started[0][0].pid).children(recursive=True)]
+            for p in [
+                psutil.Process(started[0][0].pid),
+                *psutil.Process(started[0][0].pid).children(recursive=True),
+            ]
             for c in p.net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN
         }
@@ -121,6 +124,10 @@ def test_full_pipeline_deployment_on_a_local_server(tmp_path) -> None:
     finally:
         left = []
         for process, _ in reversed(started):
-            descendants = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+            descendants = (
+                psutil.Process(process.pid).children(recursive=True)
+                if process.poll() is None
+                else []
+            )
             left += stop_group(process, descendants)
         assert not left, f"processes left running: {left}"
