@@ -12,7 +12,7 @@ setup:
 	bash scripts/setup.sh
 
 run: setup
-	$(PY) scripts/demo_library.py
+	$(PY) -m flows local
 
 # CI runs exactly this: the fast tier, then the slow and end-to-end tiers.
 test: setup

@@ -40,7 +40,7 @@ PAPER_GENERATOR = GeneratorConfig(hidden_size=512, num_blocks=8, num_heads=16, r
 # Vicuna-7B's proportions at h=512 so that it runs on a 2-core CPU: 32 blocks (k=8 inserted, as
 # at 7B), head_dim 128 (4 heads, no GQA), FFN 2.6875·h (11008/4096), vocab 32000. The generator
 # keeps the paper's absolute shape and CLIP-L's 576×1024 features, so its share of the cost is
-# larger here than at h=4096 (it does not shrink with h; see docs/performance.md).
+# larger here than at h=4096 (it does not shrink with h; see the README, "Performance").
 LLAMA7B_PROPORTIONS_H512 = {
     **VICUNA_7B_ARCH,
     "hidden_size": 512,

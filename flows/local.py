@@ -20,6 +20,9 @@ from vlora.utils.env import apply_offline_defaults
 def _prefect_defaults(workdir: str) -> None:
     # A project-local Prefect home keeps the user's own Prefect profile untouched.
     os.environ.setdefault("PREFECT_HOME", str(Path(workdir).resolve().parent / ".prefect"))
+    # Prefect's ephemeral API opens a SQLite file there and cannot create the folder itself
+    # (a fresh clone has no runs/ yet).
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 

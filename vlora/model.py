@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 DeltaMode = Literal["auto", "merged", "factorised"]
 # When one image is merged rather than kept factorised (benchmarks/merge_crossover.py and
-# benchmarks/gpu_h200.py; docs/performance.md). Merging costs a fixed T_merge (k·4 products
+# benchmarks/gpu_h200.py; README "Performance"). Merging costs a fixed T_merge (k·4 products
 # W_v·W_s plus weight-sized adds); factorised pays the low-rank branches at every token. The
 # crossover n* = (T_merge − branches(prompt)) / branches(1 token) depends on the device:
 # - CPU (Xeon, fp32, 1 thread), 32-token prompt, two runs: n* = 25 and 34 (SmolLM2-135M), 27

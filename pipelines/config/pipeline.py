@@ -67,6 +67,15 @@ class PipelineConfig(StageConfig):
         default_factory=RegisterConfig, description="The register stage (MLflow model registry)."
     )
 
+    @field_validator("workdir")
+    @classmethod
+    def _absolute_local_workdir(cls, workdir: str) -> str:
+        # Ray Train and pyarrow need absolute local paths; a relative workdir means "under the
+        # directory the pipeline was started from", fixed here once so every stage agrees.
+        if "://" in workdir:
+            return workdir
+        return str(Path(workdir).expanduser().resolve())
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, name: str) -> str:
