@@ -1,7 +1,7 @@
 """Accuracy for cost on the local default: VLoRA vs the input-space baseline, same budget.
 
     python -m flows local                                                          # VLoRA run
-    python -m flows local --set design=input_space --set workdir=runs/local-baseline  # baseline
+    python -m flows local --set design=input_space                                 # baseline
     python benchmarks/accuracy_for_cost.py                                         # this table
 
 Reads the two finished pipeline runs (nothing is trained or evaluated here): the stage results
@@ -48,7 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", default="local", help="named pipeline config or YAML of both runs")
     p.add_argument("--vlora-workdir", default="runs/local")
-    p.add_argument("--baseline-workdir", default="runs/local-baseline")
+    p.add_argument(
+        "--baseline-workdir",
+        default="runs/local",
+        help="the baseline's workdir; the same as VLoRA's by default, so download and features "
+        "are shared (their keys do not depend on the design)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -76,7 +81,10 @@ def flows_command(args: argparse.Namespace, design: str) -> str:
     sets = list(args.overrides)
     if design != default.design:
         sets.append(f"design={design}")
-    if workdir != default.workdir:
+    # compare resolved paths: the config makes a relative workdir absolute
+    if load_pipeline_config(args.config, [*args.overrides, f"workdir={workdir}"]).workdir != (
+        default.workdir
+    ):
         sets.append(f"workdir={workdir}")
     return " ".join(
         ["python -m flows", shlex.quote(args.config), *(f"--set {shlex.quote(s)}" for s in sets)]

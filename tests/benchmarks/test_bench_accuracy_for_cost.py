@@ -108,7 +108,7 @@ def test_default_commands_are_the_documented_ones() -> None:
     args = afc.parse_args([])
     assert afc.flows_command(args, "vlora") == "python -m flows local"
     assert afc.flows_command(args, "input_space") == (
-        "python -m flows local --set design=input_space --set workdir=runs/local-baseline"
+        "python -m flows local --set design=input_space"
     )
 
 
