@@ -6,6 +6,7 @@ caption each: the generator can only lower the loss by turning the image into th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,14 @@ print("RESULT " + json.dumps(result["artifacts"]))
 """
 
 
+def _committed_checkpoint(snapshot: Path) -> bool:
+    try:
+        state = json.loads(snapshot.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # not yet written, or mid-write
+        return False
+    return state.get("latest_checkpoint_result") is not None
+
+
 def test_stopped_job_resumes_from_latest_checkpoint(reference_run, tmp_path) -> None:
     """A job stopped after a checkpoint (driver terminated) resumes and reaches the same weights."""
     import os
@@ -192,12 +201,15 @@ def test_stopped_job_resumes_from_latest_checkpoint(reference_run, tmp_path) -> 
 
     workdir = tmp_path / "stopped"
     script = RESUME_SCRIPT.format(test_file=__file__, workdir=str(workdir))
-    checkpoints = workdir / "out" / "ray" / "pretrain"
+    snapshot = workdir / "out" / "ray" / "pretrain" / "checkpoint_manager_snapshot.json"
     first = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(checkpoints.glob("checkpoint_*")):
-        assert first.poll() is None, "the first run ended before writing a checkpoint"
+    # A checkpoint folder appears while it is still being written; only once Ray Train records
+    # it in its snapshot is it what a restarted job resumes from.
+    while time.monotonic() < deadline and not _committed_checkpoint(snapshot):
+        assert first.poll() is None, "the first run ended before committing a checkpoint"
         time.sleep(0.5)
+    assert _committed_checkpoint(snapshot), "no checkpoint committed within 300 s"
     descendants = psutil.Process(first.pid).children(recursive=True)
     os.kill(first.pid, signal.SIGTERM)  # a stopped job: the driver goes away mid-run
     first.wait(timeout=120)
