@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -23,9 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
@@ -168,6 +171,40 @@ class ContentionGuard:
 
 
 # ----- timing ------------------------------------------------------------------------------
+def add_contention_args(parser: argparse.ArgumentParser) -> None:
+    """`--max-other-load` and `--wait-idle`, the flags of every CPU timing script."""
+    parser.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.25,
+        help="redo a timing round when other processes used more CPU cores than this (0: off)",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for other processes to leave the CPUs idle",
+    )
+
+
+def guarded_round(run: Callable[[], T], guard: ContentionGuard | None, timed: bool = True) -> T:
+    """`run()` once; for a timed round under a guard, again (at most `guard.max_retries` times)
+    while other processes held more than `guard.max_other_cores`. Counts the discarded rounds,
+    and the contended rounds kept after the last retry."""
+    if guard is None or not timed:
+        return run()
+    for attempt in range(1 + guard.max_retries):
+        guard.start()
+        result = run()
+        if not guard.others_cores() > guard.max_other_cores:  # NaN counts as quiet
+            return result
+        if attempt < guard.max_retries:
+            guard.discarded += 1
+        else:
+            guard.kept_contended += 1
+    return result
+
+
 @dataclass
 class Timing:
     """Seconds per call of one path: median and quartiles over the repeats."""
@@ -243,22 +280,17 @@ def time_interleaved(
     calls_per_round = calls_per_round or {}
     guard = guard if guard is not None else GUARD
     samples: dict[str, list[float]] = {name: [] for name in paths}
+
+    def one_round() -> dict[str, list[float]]:
+        return {
+            name: [
+                time_call(fn, setups.get(name)) for _ in range(max(1, calls_per_round.get(name, 1)))
+            ]
+            for name, fn in paths.items()
+        }
+
     for round_index in range(warmup + repeats):
-        for attempt in range(1 + (guard.max_retries if guard else 0)):
-            if guard:
-                guard.start()
-            this_round: dict[str, list[float]] = {name: [] for name in paths}
-            for name, fn in paths.items():
-                for _ in range(max(1, calls_per_round.get(name, 1))):
-                    this_round[name].append(time_call(fn, setups.get(name)))
-            if round_index < warmup or not guard:
-                break
-            if not guard.others_cores() > guard.max_other_cores:  # NaN counts as quiet
-                break
-            if attempt < guard.max_retries:
-                guard.discarded += 1
-            else:
-                guard.kept_contended += 1
+        this_round = guarded_round(one_round, guard, timed=round_index >= warmup)
         if round_index >= warmup:
             for name, values in this_round.items():
                 samples[name].extend(values)

@@ -65,18 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--peak-sizes", type=_ints, default=[256, 512, 1024, 2048], help="GEMM sweep sizes"
     )
-    p.add_argument(
-        "--max-other-load",
-        type=float,
-        default=0.25,
-        help="redo a timing round when other processes used more CPU cores than this (0: off)",
-    )
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0.0,
-        help="wait up to this many seconds for other processes to leave the CPUs idle",
-    )
+    common.add_contention_args(p)
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--plot-from", default=None, help="only redraw <json>'s PNG beside it")

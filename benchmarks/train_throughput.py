@@ -110,18 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peak-sizes", type=_ints, default=None, help="GEMM sweep sizes")
-    p.add_argument(
-        "--max-other-load",
-        type=float,
-        default=0.25,
-        help="redo a timing round when other processes used more CPU cores than this (0: off)",
-    )
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0.0,
-        help="wait up to this many seconds for other processes to leave the CPUs idle",
-    )
+    common.add_contention_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(common.DEFAULT_OUT))
     args = p.parse_args(argv)
@@ -319,18 +308,9 @@ def time_rounds(
     its phase times); a contended timed round is run again (at most guard.max_retries times)."""
     samples = {name: {phase: [] for phase in PHASES} for name in steps}
     for index in range(warmup + iterations):
-        for attempt in range(1 + (guard.max_retries if guard else 0)):
-            if guard:
-                guard.start()
-            this_round = {name: fn() for name, fn in steps.items()}
-            if index < warmup or not guard:
-                break
-            if not guard.others_cores() > guard.max_other_cores:  # NaN counts as quiet
-                break
-            if attempt < guard.max_retries:
-                guard.discarded += 1
-            else:
-                guard.kept_contended += 1
+        this_round = common.guarded_round(
+            lambda: {name: fn() for name, fn in steps.items()}, guard, timed=index >= warmup
+        )
         if index >= warmup:
             for name, phases in this_round.items():
                 for phase, seconds in phases.items():

@@ -90,24 +90,10 @@ def test_busy_fraction_and_idle_wait_report_what_they_saw() -> None:
     assert set(seen) == {"waited_s", "busy_fraction_at_start", "idle_enough"}
 
 
-class _ScriptedGuard(common.ContentionGuard):
-    """Reports the other processes' load from a script instead of /proc/stat."""
-
-    def __init__(self, loads: list[float]) -> None:
-        super().__init__(max_other_cores=0.5, max_retries=2)
-        self.loads = loads
-
-    def start(self) -> None:
-        pass
-
-    def others_cores(self) -> float:
-        return self.loads.pop(0)
-
-
-def test_contended_rounds_are_run_again_and_counted() -> None:
+def test_contended_rounds_are_run_again_and_counted(scripted_guard) -> None:
     calls: list[str] = []
     # warm-up round is never checked; round 1: busy, then quiet; round 2: busy three times
-    guard = _ScriptedGuard([2.0, 0.1, 2.0, 2.0, 2.0])
+    guard = scripted_guard([2.0, 0.1, 2.0, 2.0, 2.0])
     timings = common.time_interleaved(
         {"a": lambda: calls.append("a")}, repeats=2, warmup=1, guard=guard
     )
@@ -129,3 +115,17 @@ def test_guard_measures_other_processes_not_this_one() -> None:
     load = guard.others_cores()
     assert load == load  # not NaN on Linux
     assert load < 2.5
+
+
+def test_guarded_round_checks_only_timed_rounds_under_a_guard(scripted_guard) -> None:
+    calls: list[int] = []
+
+    def run() -> int:
+        calls.append(1)
+        return len(calls)
+
+    guard = scripted_guard([2.0, 0.1])
+    assert common.guarded_round(run, guard, timed=False) == 1  # warm-up: once, unchecked
+    assert common.guarded_round(run, guard) == 3  # busy, then quiet: the quiet run's result
+    assert guard.loads == [] and guard.to_dict()["discarded_rounds"] == 1
+    assert common.guarded_round(run, None) == 4  # no guard: once

@@ -131,3 +131,22 @@ def test_results_files(result: dict) -> None:
     assert saved["designs"]["baseline"]["design"] == "input_space"
     md = (out / "train_throughput.md").read_text()
     assert "| design | samples/s |" in md and "VLoRA / baseline" in md
+
+
+def test_time_rounds_reruns_contended_rounds_of_both_designs(scripted_guard) -> None:
+    calls = {"vlora": 0, "baseline": 0}
+
+    def step(name: str):
+        def run() -> dict[str, float]:
+            calls[name] += 1
+            return dict.fromkeys(tt.PHASES, 0.001 * calls[name])
+
+        return run
+
+    guard = scripted_guard([2.0, 0.1])  # the one timed round: busy, then quiet
+    timings = tt.time_rounds(
+        {"vlora": step("vlora"), "baseline": step("baseline")}, warmup=1, iterations=1, guard=guard
+    )
+    assert calls == {"vlora": 3, "baseline": 3}  # warm-up, the discarded round, the kept one
+    assert {t.repeats for phases in timings.values() for t in phases.values()} == {1}
+    assert timings["vlora"][tt.PHASES[0]].median_s == 0.003  # the kept round's sample
