@@ -162,9 +162,49 @@ def _metric(metrics: dict[str, float], names: tuple[str, ...]) -> float:
     return float("nan")
 
 
+def _test_record(ev: Any) -> dict[str, Any]:
+    """EasyVQA_TEST's record in the eval stage's scores.json ({} when absent)."""
+    from pipelines.core import fs
+
+    path = ev.artifacts.get("scores")
+    if not path or not fs.exists(path):
+        return {}
+    return fs.read_json(path).get(TEST_METRIC.split("/")[0], {})
+
+
+def test_categories(record: dict[str, Any]) -> dict[str, float]:
+    """EasyVQA_TEST accuracy per question category: the scorer's own breakdown."""
+    category = record.get("scores", {}).get("category", {})
+    return {name: float(value) for name, value in sorted(category.items())}
+
+
+def majority_baseline(record: dict[str, Any]) -> dict[str, float]:
+    """Accuracy (%) of always giving each category's most frequent answer, from the evaluated
+    TSV: the level a model reaches without looking at the image. Empty without the TSV."""
+    import collections
+    import csv
+
+    from pipelines.core import fs
+
+    data = record.get("data")
+    if not data or not fs.exists(data):
+        return {}
+    csv.field_size_limit(1 << 30)  # base64 image cells
+    answers: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    filesystem, path = fs.filesystem(data)
+    with filesystem.open(path, "r", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            answers[row["category"]][row["answer"].strip().lower()] += 1
+    out = {c: 100.0 * max(n.values()) / sum(n.values()) for c, n in sorted(answers.items())}
+    total = sum(sum(n.values()) for n in answers.values())
+    out["Overall"] = 100.0 * sum(max(n.values()) for n in answers.values()) / total
+    return out
+
+
 def design_row(args: argparse.Namespace, design: str) -> dict[str, Any]:
     config, results = finished_stages(args, design)
     ev, pre, sft = results["eval"], results["pretrain"], results["sft"]
+    test_record = _test_record(ev)
     seconds = {stage: float(r.seconds) for stage, r in results.items()}
 
     def budget(result: Any) -> dict[str, Any]:
@@ -191,6 +231,8 @@ def design_row(args: argparse.Namespace, design: str) -> dict[str, Any]:
         "workdir": config.workdir,
         "command": flows_command(args, design),
         "easyvqa_test_overall": _metric(ev.metrics, (TEST_METRIC,)),
+        "easyvqa_test_by_category": test_categories(test_record),
+        "easyvqa_test_majority_answer": majority_baseline(test_record),
         "easyvqa_yorn_total": _metric(ev.metrics, YORN_METRICS),
         "rows_evaluated": evaluated,
         "seconds": seconds,
@@ -214,6 +256,7 @@ def same_budget(rows: dict[str, dict[str, Any]]) -> bool:
 HEADERS = [
     "design",
     "EasyVQA_TEST Overall %",
+    "by category %",
     "EasyVQA_YORN total (/400)",
     "pretrain s",
     "sft s",
@@ -236,6 +279,7 @@ def markdown(result: dict[str, Any]) -> str:
         [
             name,
             r["easyvqa_test_overall"],
+            _categories(r["easyvqa_test_by_category"]),
             r["easyvqa_yorn_total"],
             r["seconds"]["pretrain"],
             r["seconds"]["sft"],
@@ -265,6 +309,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"baseline; training (pretrain + sft) {_fmt(v['train_seconds'])} s vs "
             f"{_fmt(b['train_seconds'])} s (ratio {_fmt(_ratio(v['train_seconds'], b['train_seconds']))}); "
             f"eval {_fmt(v['seconds']['eval'])} s vs {_fmt(b['seconds']['eval'])} s.",
+            _majority_sentence(v["easyvqa_test_majority_answer"]),
             f"Prefill GFLOPs per sample are the paper's formulas (vlora.flops, LLM only) at "
             f"C={cost['text_tokens']} text tokens and L={cost['visual_tokens']} visual tokens "
             f"(d={cost['d']}, h={cost['h']}); VLoRA merged sees C tokens, the baseline L + C. The "
@@ -273,6 +318,20 @@ def markdown(result: dict[str, Any]) -> str:
             "counts its last attempt only), on the machine that ran them.",
         ]
     )
+
+
+def _majority_sentence(majority: dict[str, float]) -> str:
+    if not majority:
+        return "No evaluated TSV found: no majority-answer reference."
+    return (
+        "Always giving each category's most frequent answer (no image) scores "
+        f"{_fmt(majority['Overall'])}% on EasyVQA_TEST "
+        f"({_categories({k: v for k, v in majority.items() if k != 'Overall'})})."
+    )
+
+
+def _categories(by_category: dict[str, float]) -> str:
+    return " · ".join(f"{name} {_fmt(value)}" for name, value in by_category.items()) or "–"
 
 
 def _fmt(value: float) -> str:

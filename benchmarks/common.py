@@ -187,6 +187,19 @@ def add_contention_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def apply_contention_args(args: argparse.Namespace, guard: bool = True) -> dict[str, Any] | None:
+    """Act on `add_contention_args`: wait for idle CPUs (`--wait-idle`, warning when they stay
+    busy) and install the module's GUARD (`--max-other-load`; `guard=False` on a GPU run).
+    Returns what the wait saw, or None when there was no wait."""
+    global GUARD
+    idle = wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
+    if idle and not idle["idle_enough"]:
+        print(f"warning: the CPUs stayed busy ({idle}); timings will be noisy", flush=True)
+    if guard and args.max_other_load > 0:
+        GUARD = ContentionGuard(args.max_other_load)
+    return idle
+
+
 def guarded_round(run: Callable[[], T], guard: ContentionGuard | None, timed: bool = True) -> T:
     """`run()` once; for a timed round under a guard, again (at most `guard.max_retries` times)
     while other processes held more than `guard.max_other_cores`. Counts the discarded rounds,

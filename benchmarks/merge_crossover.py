@@ -413,11 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"wrote {plot(data, source.with_suffix('.png'))}")
         return data
     common.set_threads(args.threads)
-    idle = common.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
-    if args.max_other_load > 0:
-        common.GUARD = common.ContentionGuard(args.max_other_load)
-    if idle and not idle["idle_enough"]:
-        print(f"warning: the CPUs stayed busy ({idle}); timings will be noisy", flush=True)
+    idle = common.apply_contention_args(args)
     peak = common.matmul_peak(sizes=args.peak_sizes)
     print(f"fp32 GEMM peak: {peak['best_gflops']:.1f} GFLOP/s", flush=True)
     cases = [run_case(n.strip(), args, peak["best_gflops"]) for n in args.cases.split(",")]

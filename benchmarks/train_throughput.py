@@ -575,11 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
     common.set_threads(args.threads)
-    idle = common.wait_for_idle(args.wait_idle) if args.wait_idle > 0 else None
-    if idle and not idle["idle_enough"]:
-        print(f"warning: the CPUs stayed busy ({idle}); timings will be noisy", flush=True)
-    if args.max_other_load > 0 and resolve_device(args.device) == "cpu":
-        common.GUARD = common.ContentionGuard(args.max_other_load)
+    idle = common.apply_contention_args(args, guard=resolve_device(args.device) == "cpu")
     try:
         result = run(args)
         result["idle_check"] = idle

@@ -40,9 +40,30 @@ def _fabricate(workdir: Path, design: str, stages: tuple[str, ...] = afc.STAGES)
             name,
             config.workdir,
             module.key_config(config),
-            lambda _out, produced=produced: produced,
+            lambda out, produced=produced, name=name: _produce(out, name, produced, test),
             upstream_results(config, name),
         )
+
+
+def _produce(output_dir: str, stage: str, produced: dict, test: float) -> dict:
+    """The stage's result; eval also writes the scorer's scores.json with a category breakdown."""
+    if stage == "eval":
+        scores, data = Path(output_dir) / "scores.json", Path(output_dir) / "EasyVQA_TEST.tsv"
+        rows = [("shape", "circle"), ("shape", "circle"), ("shape", "square"), ("color", "red")]
+        data.write_text(
+            "index\tanswer\tcategory\n"
+            + "".join(f"{i}\t{answer}\t{category}\n" for i, (category, answer) in enumerate(rows))
+        )
+        category = {"shape": test, "color": test - 20}
+        record = {
+            "EasyVQA_TEST": {
+                "data": str(data),
+                "scores": {"Overall": test, "category": category},
+            }
+        }
+        scores.write_text(json.dumps(record))
+        produced = {**produced, "artifacts": {"scores": str(scores)}}
+    return produced
 
 
 def _args(tmp_path: Path, vlora: Path, baseline: Path) -> list[str]:
@@ -68,6 +89,9 @@ def test_table_reads_each_designs_own_results(tmp_path: Path) -> None:
     for design, (test, yorn) in SCORES.items():
         row = rows[design]
         assert (row["easyvqa_test_overall"], row["easyvqa_yorn_total"]) == (test, yorn)
+        assert row["easyvqa_test_by_category"] == {"color": test - 20, "shape": test}
+        majority = row["easyvqa_test_majority_answer"]
+        assert majority == pytest.approx({"color": 100.0, "shape": 200 / 3, "Overall": 75.0})
         assert row["pretrain"]["steps"] == 8 and row["sft"]["steps"] == 6
         for stage in afc.STAGES:
             manifest = json.loads((Path(row["result_dirs"][stage]) / "_MANIFEST.json").read_text())
@@ -98,7 +122,10 @@ def test_table_reads_each_designs_own_results(tmp_path: Path) -> None:
         f"python -m flows smoke --set design=input_space --set workdir={baseline}"
     )
     md = (tmp_path / "out" / "accuracy_for_cost.md").read_text()
-    assert "| design | EasyVQA_TEST Overall % |" in md and "| vlora | 81.5 | 310 |" in md
+    assert (
+        "| design | EasyVQA_TEST Overall % |" in md
+        and "| vlora | 81.5 | color 61.5 · shape 81.5 | 310 |" in md
+    )
     assert rows["input_space"]["command"] in md and "Same budget" in md
     saved = json.loads((tmp_path / "out" / "accuracy_for_cost.json").read_text())
     assert saved["designs"]["input_space"]["easyvqa_test_overall"] == 74.0

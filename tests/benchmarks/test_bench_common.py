@@ -129,3 +129,20 @@ def test_guarded_round_checks_only_timed_rounds_under_a_guard(scripted_guard) ->
     assert common.guarded_round(run, guard) == 3  # busy, then quiet: the quiet run's result
     assert guard.loads == [] and guard.to_dict()["discarded_rounds"] == 1
     assert common.guarded_round(run, None) == 4  # no guard: once
+
+
+def test_contention_flags_install_the_guard_only_where_asked(monkeypatch) -> None:
+    import argparse
+
+    monkeypatch.setattr(common, "GUARD", None)
+    parser = argparse.ArgumentParser()
+    common.add_contention_args(parser)
+    args = parser.parse_args(["--max-other-load", "0.5"])
+    assert common.apply_contention_args(args, guard=False) is None  # no wait asked, no guard
+    assert common.GUARD is None
+    common.apply_contention_args(args)
+    assert isinstance(common.GUARD, common.ContentionGuard)
+    assert common.GUARD.max_other_cores == 0.5
+    monkeypatch.setattr(common, "GUARD", None)
+    common.apply_contention_args(parser.parse_args(["--max-other-load", "0"]))
+    assert common.GUARD is None  # 0 turns it off
