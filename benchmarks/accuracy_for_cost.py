@@ -21,6 +21,8 @@ Writes benchmarks/results/accuracy_for_cost.{json,md}.
 from __future__ import annotations
 
 import argparse
+import collections
+import csv
 import math
 import shlex
 import sys
@@ -181,9 +183,6 @@ def test_categories(record: dict[str, Any]) -> dict[str, float]:
 def majority_baseline(record: dict[str, Any]) -> dict[str, float]:
     """Accuracy (%) of always giving each category's most frequent answer, from the evaluated
     TSV: the level a model reaches without looking at the image. Empty without the TSV."""
-    import collections
-    import csv
-
     from pipelines.core import fs
 
     data = record.get("data")
