@@ -90,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
+        "--logits",
+        choices=["labelled", "all"],
+        default="labelled",
+        help="labelled: logits only where the next token is supervised, as the training stages "
+        "run (vlora.loss); all: the full [B, T, V] logits (results before 2026-11-29)",
+    )
+    p.add_argument(
         "--caption-tokens", type=int, default=64, help="supervised caption tokens per sample"
     )
     p.add_argument(
@@ -225,6 +232,7 @@ class Trainer:
         betas: tuple[float, float],
         max_grad_norm: float,
         autocast_dtype: torch.dtype | None,
+        logits_for: str = "labelled",
     ) -> None:
         self.model, self.batch = model, batch
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -233,6 +241,7 @@ class Trainer:
         )
         self.max_grad_norm = max_grad_norm
         self.autocast_dtype = autocast_dtype
+        self.logits_for = logits_for
         self.losses: list[float] = []
         self.cuda_peak_bytes = 0
 
@@ -243,7 +252,7 @@ class Trainer:
 
     def loss(self) -> torch.Tensor:
         with self._autocast():
-            return self.model(**self.batch).loss
+            return self.model(**self.batch, logits_for=self.logits_for).loss
 
     def forward_backward(self) -> None:
         self.loss().backward()
@@ -393,7 +402,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainers: dict[str, Trainer] = {}
     for name, model in models.items():
         set_pretraining(model)
-        trainers[name] = Trainer(model, batch, lr, recipe.weight_decay, (0.9, 0.999), 1.0, autocast)
+        trainers[name] = Trainer(
+            model, batch, lr, recipe.weight_decay, (0.9, 0.999), 1.0, autocast, args.logits
+        )
     print(
         f"{case.name}: batch {args.batch_size} × {text} text tokens ({args.caption_tokens} caption), "
         f"L={case.visual_tokens} features of {case.feature_dim}, {device} {precision}",
@@ -472,6 +483,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "device": device,
         "precision": precision,
+        "logits_for": args.logits,
         "optimizer": {
             "kind": "AdamW (adamw_param_groups)",
             "lr": lr,
@@ -547,7 +559,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"Pre-training step on {result['device']} ({result['precision']}): LLM and vision "
             "frozen (`set_trainable(bridge=True, llm=False)`); VLoRA trains the generator and "
             "W_s, the baseline the projector; forward + backward + AdamW "
-            f"(lr {result['optimizer']['lr']:g}, grad-norm clip {result['optimizer']['max_grad_norm']}). "
+            f"(lr {result['optimizer']['lr']:g}, grad-norm clip {result['optimizer']['max_grad_norm']}); "
+            f"logits: {result.get('logits_for', 'all')} positions. "
             f"Same batch for both: {bt['batch_size']} samples of the plain template, "
             f"{bt['text_tokens_per_sample']} text tokens each ({bt['prompt_tokens_per_sample']} "
             f"prompt: BOS + image placeholder, {bt['caption_tokens_per_sample']} caption tokens, "

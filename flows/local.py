@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.core.signals import unwind_on_sigterm
 from vlora.utils.env import apply_offline_defaults
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     apply_offline_defaults()
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
     parser.add_argument("config", nargs="?", default="local", help="local, smoke or a YAML path")
     parser.add_argument("--set", dest="overrides", action="append", default=[])

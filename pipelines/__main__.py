@@ -10,11 +10,13 @@ import json
 import logging
 import sys
 
+from pipelines.core.signals import unwind_on_sigterm
 from vlora.utils.env import apply_offline_defaults
 
 
 def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
+    unwind_on_sigterm()
     from pipelines.config import load_pipeline_config
     from pipelines.stages import STAGE_ORDER, run_chain
 

@@ -328,11 +328,13 @@ def sft_dataset(
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     seed: int = 0,
     block_rows: int = 128,
+    images_only: bool = False,
 ) -> tuple[ray.data.Dataset, dict[str, Any]]:
     """The SFT dataset (lazy, features streamed) and its report: counts by reason, record ids.
 
     Raises `vlora.data.report.DataQualityError` (listing record ids by reason) when more than
-    `max_bad_fraction` of the records cannot be trained on.
+    `max_bad_fraction` of the records cannot be trained on. `images_only` leaves text-only
+    records out, counted in the report (with the LLM frozen nothing trainable would see them).
     """
     import ray.data
 
@@ -347,6 +349,20 @@ def sft_dataset(
     index = FeatureIndex(files, open_url, model.vision, settings.feature_shape)
     parsed, report = parse_records(raw, index.__contains__, LLAVA_IMAGE_TOKEN)
     del raw
+    text_only_left_out = 0
+    if images_only:
+        text_only_left_out = sum(r.image is None for r in parsed)
+        parsed = [r for r in parsed if r.image is not None]
+        print(
+            f"[SFT data] {text_only_left_out} text-only records left out: only the bridge "
+            "trains (sft.train_llm=false)",
+            flush=True,
+        )
+        if not parsed:
+            raise ValueError(
+                f"{json_url}: no SFT record has an image, and with sft.train_llm=false only "
+                "the generator (or projector) trains, which learns from images"
+            )
     if not parsed:
         report.check(max_bad_fraction, "SFT data")
     ensure_ray(config.ray)
@@ -389,6 +405,7 @@ def sft_dataset(
         images_in_features=len(index),
         images_unused=len(index) - len(used),
         duplicate_feature_keys=len(index.duplicate_keys),
+        text_only_left_out=text_only_left_out,
     )
     return rows, summary
 

@@ -12,7 +12,6 @@ Artifacts: "model" (exported inference checkpoint, loadable with VLoRAModel.from
 from __future__ import annotations
 
 from pipelines.config import PipelineConfig
-from pipelines.config.train import TRAIN_KEY_EXCLUDE
 from pipelines.core.chain import upstream_results
 from pipelines.core.ray_cluster import ensure_ray
 from pipelines.core.stage import StageResult, run_stage
@@ -25,7 +24,7 @@ def key_config(config: PipelineConfig) -> dict:
     return {
         "design": config.design,
         "model": config.model_config_for_run().model_dump(mode="json"),
-        "train": config.pretrain.model_dump(mode="json", exclude=TRAIN_KEY_EXCLUDE),
+        "train": config.pretrain.key_config(),
     }
 
 
@@ -41,7 +40,15 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
             config, upstream["features"], max_length=config.pretrain.max_length
         )
         return run_training(
-            STAGE, config, config.pretrain, dataset, output_dir, extra_summary={"data": report}
+            STAGE,
+            config,
+            config.pretrain,
+            dataset,
+            output_dir,
+            # the report pass judged every caption with the dataset's own rule: its count of
+            # usable rows is the dataset's size, which spares a counting pass over the features
+            num_rows=report["ok"],
+            extra_summary={"data": report},
         )
 
     return run_stage(STAGE, config.workdir, key_config(config), body, upstream, force=force)

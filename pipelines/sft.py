@@ -12,7 +12,6 @@ since SFT changes them) that the eval and register stages use.
 from __future__ import annotations
 
 from pipelines.config import PipelineConfig
-from pipelines.config.train import TRAIN_KEY_EXCLUDE
 from pipelines.core.chain import upstream_results
 from pipelines.core.ray_cluster import ensure_ray
 from pipelines.core.stage import StageResult, run_stage
@@ -24,7 +23,7 @@ UPSTREAM = ("features", "pretrain")
 def key_config(config: PipelineConfig) -> dict:
     return {
         "design": config.design,
-        "train": config.sft.model_dump(mode="json", exclude=TRAIN_KEY_EXCLUDE),
+        "train": config.sft.key_config(),
     }
 
 
@@ -37,7 +36,11 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
 
         ensure_ray(config.ray)
         dataset, report = sft_dataset(
-            config, upstream["features"], max_length=config.sft.max_length
+            config,
+            upstream["features"],
+            max_length=config.sft.max_length,
+            # with the LLM frozen a text-only batch reaches no trainable weight
+            images_only=config.sft.train_llm is False,
         )
         init = config.sft.init_checkpoint or upstream["pretrain"].artifacts["model"]
         return run_training(

@@ -17,6 +17,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from vlora.config import ModelConfig, ProjectorConfig
 from vlora.data.tokenize import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from vlora.inputs import ImagesInput, is_left_padded, pad_rows
+from vlora.loss import LogitsFor, check_logits_for, labelled_positions_loss
 from vlora.model_base import MultimodalModel
 from vlora.vision import VisionEncoder
 
@@ -101,9 +102,15 @@ class InputSpaceModel(MultimodalModel):
         image_features: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        logits_for: LogitsFor = "all",
         **llm_kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Loss and logits; logits cover visual and text positions (L + T per sample)."""
+        """Loss and logits; logits cover visual and text positions (L + T per sample).
+
+        `logits_for="labelled"` (training): logits [n, V] only where the next token is
+        labelled, same loss (`vlora.loss`); the L visual positions never are.
+        """
+        check_logits_for(logits_for, labels)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         features, mask = self.image_features(input_ids.shape[0], images, image_features, has_image)
@@ -111,6 +118,11 @@ class InputSpaceModel(MultimodalModel):
         embeds, new_mask, new_labels = self.build_inputs(
             input_ids, attention_mask, labels, features, mask
         )
+        if logits_for == "labelled":
+            assert new_labels is not None  # check_logits_for
+            return labelled_positions_loss(
+                self.llm, new_labels, inputs_embeds=embeds, attention_mask=new_mask, **llm_kwargs
+            )
         return self.llm(
             inputs_embeds=embeds, attention_mask=new_mask, labels=new_labels, **llm_kwargs
         )

@@ -26,6 +26,7 @@ from vlora.delta.injection import DeltaPlan, inject_deltas, plan_deltas
 from vlora.delta.layers import DeltaLinear, LowRankDelta
 from vlora.generator import PerceptualWeightsGenerator
 from vlora.inputs import ImagesInput, TokenBatch, strip_image_placeholders
+from vlora.loss import LogitsFor, check_logits_for, labelled_positions_loss
 from vlora.model_base import MultimodalModel
 from vlora.vision import VisionEncoder
 
@@ -141,9 +142,15 @@ class VLoRAModel(MultimodalModel):
         image_features: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        logits_for: LogitsFor = "all",
         **llm_kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Loss and logits; logits cover the text tokens only (placeholders removed)."""
+        """Loss and logits; logits cover the text tokens only (placeholders removed).
+
+        `logits_for="labelled"` (training): logits [n, V] only where the next token is
+        labelled, same loss (`vlora.loss`).
+        """
+        check_logits_for(logits_for, labels)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         batch_size = input_ids.shape[0]
@@ -155,6 +162,14 @@ class VLoRAModel(MultimodalModel):
         )
         if not self._merged or features is not None:
             self.set_deltas(features, mask, batch_size)
+        if logits_for == "labelled":
+            return labelled_positions_loss(
+                self.llm,
+                tokens.labels,
+                input_ids=tokens.input_ids,
+                attention_mask=tokens.attention_mask,
+                **llm_kwargs,
+            )
         return self.llm(
             input_ids=tokens.input_ids,
             attention_mask=tokens.attention_mask,

@@ -62,6 +62,13 @@ class TrainConfig(StageConfig):
     max_length: int | None = Field(
         default=None, gt=0, description="Token budget per sample (default: recipe)."
     )
+    train_llm: bool | None = Field(
+        default=None,
+        description="Train the LLM's weights too: None = in SFT only (the paper's full SFT; "
+        "pre-training always freezes the LLM). sft.train_llm=false trains the generator "
+        "(or projector) alone: a backward pass without LLM weight gradients and an optimizer "
+        "over the bridge only, for small machines; not the paper's recipe.",
+    )
     gradient_checkpointing: bool | None = Field(
         default=None, description="Recompute LLM blocks in backward; None = on for SFT only."
     )
@@ -100,6 +107,14 @@ class TrainConfig(StageConfig):
         "recovery. Never set in production runs.",
     )
 
+    def key_config(self) -> dict:
+        """The fields that make a training stage's key (see TRAIN_KEY_EXCLUDE)."""
+        fields = self.model_dump(mode="json", exclude=TRAIN_KEY_EXCLUDE)
+        for name in KEY_OMIT_AT_DEFAULT:
+            if fields[name] is None:
+                del fields[name]
+        return fields
+
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainConfig:
         if self.max_steps is not None and self.epochs is not None:
@@ -121,3 +136,7 @@ TRAIN_KEY_EXCLUDE = {
     "max_failures",
     "chaos_kill_at_step",
 }
+
+# Fields added after stages had been run with the same behaviour: at their default (None) they
+# stay out of the key, so finished stages are still found; set, they change it.
+KEY_OMIT_AT_DEFAULT = ("train_llm",)

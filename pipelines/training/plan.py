@@ -135,6 +135,9 @@ def resolve_plan(
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if use_gpu else "fp32"
+    if phase == "pretrain" and config.train_llm:
+        raise ValueError(f"{section}.train_llm: pre-training trains the generator only")
+    train_llm = phase == "sft" if config.train_llm is None else config.train_llm
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
         checkpointing = phase == "sft"
@@ -143,7 +146,7 @@ def resolve_plan(
         design=design,
         model_config_json=model_config_json,
         init_checkpoint=init_checkpoint,
-        train_llm=phase == "sft",
+        train_llm=train_llm,
         strategy=config.strategy,
         zero_stage=config.zero_stage,
         offload_optimizer=config.offload_optimizer,

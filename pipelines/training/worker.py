@@ -63,7 +63,14 @@ def build_model(plan: TrainPlan):
 
 
 class MetricWindow:
-    """Accumulates micro-batch statistics between two reports."""
+    """Accumulates micro-batch statistics between two reports, and where the time went.
+
+    The shares of wall time spent waiting for data, in forward + backward (DDP and ZeRO-2 reduce
+    gradients inside backward) and in the optimizer step tell an input-bound run from a
+    compute-bound one; the rest is reporting and checkpointing.
+    """
+
+    PHASES = ("data", "forward_backward", "optimizer")
 
     def __init__(self) -> None:
         self.reset()
@@ -73,11 +80,15 @@ class MetricWindow:
         self.samples = 0
         self.tokens = 0
         self.started = time.perf_counter()
+        self.phase_seconds = dict.fromkeys(self.PHASES, 0.0)
 
     def add(self, loss: float, samples: int, tokens: int) -> None:
         self.losses.append(loss)
         self.samples += samples
         self.tokens += tokens
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        self.phase_seconds[phase] += seconds
 
     def summary(self, world: int) -> dict[str, float]:
         seconds = max(time.perf_counter() - self.started, 1e-9)
@@ -86,6 +97,7 @@ class MetricWindow:
             # every rank processes the same number of micro batches of the same size
             "samples_per_s": self.samples * world / seconds,
             "tokens_per_s": self.tokens * world / seconds,
+            **{f"{p}_time_share": self.phase_seconds[p] / seconds for p in self.PHASES},
         }
 
 
@@ -116,10 +128,20 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(plan.seed)  # identical replicas; data order differs through the shards
     device = torch.device("cuda", context.get_local_rank()) if use_gpu else torch.device("cpu")
+    started = time.perf_counter()
     model = build_model(plan).to(device)
+    model_seconds = time.perf_counter() - started
     if rank == 0:
         logger.info("%s: what is frozen and trainable\n%s", plan.phase, model.parameter_report())
     engine = build_engine(plan, model, use_gpu)
+    if rank == 0:  # start-up is a fixed cost per stage run; on small machines it adds up
+        logger.info(
+            "%s: model ready in %.1f s, %s engine in %.1f s",
+            plan.phase,
+            model_seconds,
+            plan.strategy,
+            time.perf_counter() - started - model_seconds,
+        )
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "tokens": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -165,6 +187,7 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
             device,
             counters,
         )
+        waited_since = time.perf_counter()
         for index, numpy_batch in enumerate(batches):
             if index < state["batches_in_epoch"]:
                 continue  # replaying the epoch up to the resume position: no compute
@@ -174,11 +197,18 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
                     numpy_batch, pad_id, feature_shape, plan.max_length
                 ).items()
             }
+            computing_since = time.perf_counter()
+            window.add_time("data", computing_since - waited_since)
             loss = engine.forward_backward(batch)
+            stepping_since = time.perf_counter()
+            window.add_time("forward_backward", stepping_since - computing_since)
             window.add(loss, int(batch["input_ids"].shape[0]), int(batch["attention_mask"].sum()))
             state["batches_in_epoch"] = index + 1
             state["samples"] += int(batch["input_ids"].shape[0]) * world
-            if not engine.step_if_boundary():
+            stepped = engine.step_if_boundary()
+            window.add_time("optimizer", time.perf_counter() - stepping_since)
+            waited_since = time.perf_counter()
+            if not stepped:
                 continue
             state["step"] += 1
             step = state["step"]
@@ -197,6 +227,7 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
                 if metrics_log is not None:
                     metrics_log.log(metrics, step)
                 save_and_report(metrics, checkpoint_now)
+                waited_since = time.perf_counter()  # reporting is not waiting for data
             if last:
                 break
         else:

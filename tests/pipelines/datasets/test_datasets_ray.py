@@ -138,6 +138,7 @@ def test_pretrain_rows_equal_the_torch_dataset(ray_session, config, features_res
     expected = sorted(row_key(i["input_ids"], i["labels"], i["features"], True) for i in torch_data)
     got = sorted(row_key(r["input_ids"], r["labels"], r["features"], r["has_image"]) for r in rows)
     assert got == expected and len(got) == 7
+    assert report["ok"] == len(rows)  # the pretrain stage sizes its epochs from this count
     assert all(r["length"] == len(r["input_ids"]) for r in rows)
     for batch in dataset.iter_batches(batch_size=4, batch_format="numpy"):
         collated = collate_batch(batch, 0, (16, 32))
@@ -188,3 +189,19 @@ def test_sft_fails_above_max_bad_fraction_listing_ids(ray_session, config, featu
     assert "3 of 10 records (30.00%)" in message
     for rid in ("r-missing", "bad", "r-long"):
         assert rid in message
+
+
+def test_sft_images_only_leaves_text_only_records_out_and_counts_them(
+    ray_session, config, features_result
+) -> None:
+    from pipelines.datasets import sft_dataset
+
+    dataset, report = sft_dataset(
+        config, features_result, max_length=256, max_bad_fraction=0.5, images_only=True
+    )
+    rows = dataset.take_all()
+    assert len(rows) == 5 and all(r["has_image"] for r in rows)
+    assert report["text_only_left_out"] == 2
+    assert report["bad"] == 3  # problems are still found and listed as before
+    _, full_report = sft_dataset(config, features_result, max_length=256, max_bad_fraction=0.5)
+    assert full_report["text_only_left_out"] == 0

@@ -179,3 +179,38 @@ def test_optimizer_state_round_trips_without_pickle() -> None:
         assert torch.equal(
             fresh.state_dict()["state"][0][key], optimizer.state_dict()["state"][0][key]
         )
+
+
+def test_llm_trains_in_sft_unless_told_and_never_in_pretrain() -> None:
+    def sft_plan(**kwargs):
+        return resolve_plan(
+            TrainConfig(max_steps=10, **kwargs),
+            RecipeConfig(),
+            "sft",
+            design="vlora",
+            model_config_json={},
+            init_checkpoint="/tmp/pretrained",
+            num_rows=1000,
+            use_gpu=False,
+            export_dir="/tmp/x",
+        )
+
+    assert sft_plan().train_llm is True  # the paper's full SFT
+    assert sft_plan(train_llm=False).train_llm is False
+    assert plan_for().train_llm is False
+    with pytest.raises(ValueError, match="pretrain.train_llm: pre-training trains the generator"):
+        plan_for(train_llm=True)
+
+
+def test_training_key_ignores_run_mechanics_and_unset_late_fields() -> None:
+    base = TrainConfig(global_batch_size=16).key_config()
+    # how the work is spread and reported does not change the weights
+    assert (
+        TrainConfig(global_batch_size=16, num_workers=4, report_every_steps=1).key_config() == base
+    )
+    # a field added later hashes only when set: finished stages stay found after an upgrade
+    assert "train_llm" not in base
+    assert TrainConfig(global_batch_size=16, train_llm=False).key_config() == {
+        **base,
+        "train_llm": False,
+    }
