@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["labelled", "all"],
         default="labelled",
         help="labelled: logits only where the next token is supervised, as the training stages "
-        "run (vlora.loss); all: the full [B, T, V] logits (results before 2026-11-29)",
+        "run (vlora.loss); all: the full [B, T, V] logits (the path before that loss existed)",
     )
     p.add_argument(
         "--caption-tokens", type=int, default=64, help="supervised caption tokens per sample"

@@ -17,7 +17,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from vlora.config import ModelConfig, ProjectorConfig
 from vlora.data.tokenize import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from vlora.inputs import ImagesInput, is_left_padded, pad_rows
-from vlora.loss import LogitsFor, check_logits_for, labelled_positions_loss
+from vlora.loss import LogitsFor, causal_lm_output, check_logits_for
 from vlora.model_base import MultimodalModel
 from vlora.vision import VisionEncoder
 
@@ -118,13 +118,13 @@ class InputSpaceModel(MultimodalModel):
         embeds, new_mask, new_labels = self.build_inputs(
             input_ids, attention_mask, labels, features, mask
         )
-        if logits_for == "labelled":
-            assert new_labels is not None  # check_logits_for
-            return labelled_positions_loss(
-                self.llm, new_labels, inputs_embeds=embeds, attention_mask=new_mask, **llm_kwargs
-            )
-        return self.llm(
-            inputs_embeds=embeds, attention_mask=new_mask, labels=new_labels, **llm_kwargs
+        return causal_lm_output(
+            self.llm,
+            new_labels,
+            logits_for,
+            inputs_embeds=embeds,
+            attention_mask=new_mask,
+            **llm_kwargs,
         )
 
     @torch.no_grad()

@@ -34,6 +34,19 @@ def check_logits_for(logits_for: str, labels: torch.Tensor | None) -> None:
         raise ValueError("logits_for='labelled' needs labels")
 
 
+def causal_lm_output(
+    llm: PreTrainedModel,
+    labels: torch.Tensor | None,
+    logits_for: LogitsFor,
+    **decoder_inputs: Any,
+) -> CausalLMOutputWithPast:
+    """The models' last step: the plain path (`llm(..., labels=labels)`) or the labelled one."""
+    if logits_for == "labelled":
+        assert labels is not None  # check_logits_for, called before any work
+        return labelled_positions_loss(llm, labels, **decoder_inputs)
+    return llm(**decoder_inputs, labels=labels)
+
+
 def labelled_positions_loss(
     llm: PreTrainedModel, labels: torch.Tensor, **decoder_inputs: Any
 ) -> CausalLMOutputWithPast:

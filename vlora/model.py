@@ -26,7 +26,7 @@ from vlora.delta.injection import DeltaPlan, inject_deltas, plan_deltas
 from vlora.delta.layers import DeltaLinear, LowRankDelta
 from vlora.generator import PerceptualWeightsGenerator
 from vlora.inputs import ImagesInput, TokenBatch, strip_image_placeholders
-from vlora.loss import LogitsFor, check_logits_for, labelled_positions_loss
+from vlora.loss import LogitsFor, causal_lm_output, check_logits_for
 from vlora.model_base import MultimodalModel
 from vlora.vision import VisionEncoder
 
@@ -162,18 +162,12 @@ class VLoRAModel(MultimodalModel):
         )
         if not self._merged or features is not None:
             self.set_deltas(features, mask, batch_size)
-        if logits_for == "labelled":
-            return labelled_positions_loss(
-                self.llm,
-                tokens.labels,
-                input_ids=tokens.input_ids,
-                attention_mask=tokens.attention_mask,
-                **llm_kwargs,
-            )
-        return self.llm(
+        return causal_lm_output(
+            self.llm,
+            tokens.labels,
+            logits_for,
             input_ids=tokens.input_ids,
             attention_mask=tokens.attention_mask,
-            labels=tokens.labels,
             **llm_kwargs,
         )
 
