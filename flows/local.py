@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.core.machine import describe, snapshot
 from pipelines.core.signals import unwind_on_sigterm
 from vlora.utils.env import apply_offline_defaults
 
@@ -28,9 +29,12 @@ def _prefect_defaults(workdir: str) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 
-def print_report(results: dict[str, dict], seconds: float) -> None:
+def print_report(results: dict[str, dict], seconds: float, machine: str | None = None) -> None:
     print("\n" + "=" * 78)
-    print(f"vlora pipeline finished in {seconds / 60:.1f} min\n")
+    print(f"vlora pipeline finished in {seconds / 60:.1f} min")
+    if machine:  # stage times only compare between runs on equally fast machines
+        print(machine)
+    print()
     for name, result in results.items():
         status = "cached" if result["cached"] else f"{result['seconds']:.0f} s"
         print(f"  {name:<9} {status:>8}  {result['output_dir']}")
@@ -77,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     _prefect_defaults(config.workdir)
     from flows.vlora_flow import vlora
 
+    machine_at_start = snapshot()
     started = time.perf_counter()
     results = vlora(
         config=args.config, overrides=args.overrides, stages=args.stages, force=args.force
     )
-    print_report(results, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    print_report(results, seconds, describe(machine_at_start, snapshot()))
     return 0

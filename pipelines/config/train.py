@@ -103,8 +103,8 @@ class TrainConfig(StageConfig):
     chaos_kill_at_step: int | None = Field(
         default=None,
         gt=0,
-        description="Fault drill: kill worker rank 1 (SIGKILL) once at this step to exercise "
-        "recovery. Never set in production runs.",
+        description="Fault drill: kill the last worker rank (SIGKILL) once at this step to "
+        "exercise recovery. Never set in production runs.",
     )
 
     def key_config(self) -> dict:

@@ -102,7 +102,8 @@ class MetricWindow:
 
 
 def _chaos_kill(plan: TrainPlan, step: int, rank: int) -> None:
-    if plan.chaos_kill_at_step != step or rank != 1 or plan.chaos_marker is None:
+    # the last rank: a non-zero one when there are several, the only one on a single worker
+    if plan.chaos_kill_at_step != step or rank != plan.num_workers - 1 or not plan.chaos_marker:
         return
     marker = Path(plan.chaos_marker)
     if marker.exists():
@@ -136,11 +137,13 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
     engine = build_engine(plan, model, use_gpu)
     if rank == 0:  # start-up is a fixed cost per stage run; on small machines it adds up
         logger.info(
-            "%s: model ready in %.1f s, %s engine in %.1f s",
+            "%s: model ready in %.1f s, %s engine in %.1f s; %d worker(s) × %d torch thread(s)",
             plan.phase,
             model_seconds,
             plan.strategy,
             time.perf_counter() - started - model_seconds,
+            world,
+            torch.get_num_threads(),
         )
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples": 0, "tokens": 0}
     checkpoint = ray.train.get_checkpoint()

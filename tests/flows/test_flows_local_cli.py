@@ -39,8 +39,9 @@ def test_report_lists_stages_scores_and_registration(capsys) -> None:
             "summary": {"model_name": "vlora-local", "version": "3", "aliases": ["candidate"]},
         },
     }
-    local.print_report(results, 600.0)
+    local.print_report(results, 600.0, "machine: 2 CPUs, fp32 GEMM 160 → 158 GFLOP/s")
     out = capsys.readouterr().out
     assert "finished in 10.0 min" in out and "cached" in out and "61 s" in out
+    assert "machine: 2 CPUs, fp32 GEMM 160 → 158 GFLOP/s" in out
     assert "EasyVQA_TEST/Overall" in out and "87.50" in out
     assert "vlora-local version 3 aliases ['candidate']" in out

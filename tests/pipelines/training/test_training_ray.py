@@ -140,6 +140,25 @@ def test_ddp_strategy_trains(ray_session, tmp_path) -> None:
     assert_frozen_parts_unchanged(result["artifacts"]["model"])
 
 
+def test_local_layout_one_worker_trains_and_recovers_from_a_kill(ray_session, tmp_path) -> None:
+    """The local preset's layout: one worker with both CPUs and torch AdamW (`strategy: ddp` at
+    world size 1 wraps nothing); killed at step 6, it restarts from the step-4 checkpoint and ends
+    at the weights of an uninterrupted run."""
+    layout = ("pretrain.strategy=ddp", "pretrain.num_workers=1", "pretrain.cpus_per_worker=2")
+    reference = train(tmp_path / "reference", *layout)
+    assert reference["summary"]["workers"] == 1 and reference["summary"]["strategy"] == "ddp"
+    assert reference["summary"]["loss_last"] < reference["summary"]["loss_first"] - 0.2
+    assert_frozen_parts_unchanged(reference["artifacts"]["model"])
+    killed = train(tmp_path / "chaos", *layout, "pretrain.chaos_kill_at_step=6")
+    marker = tmp_path / "chaos" / "out" / "chaos_done.txt"
+    assert marker.read_text().startswith("killed rank 0 at step 6")
+    ref = bridge_weights(reference["artifacts"]["model"])
+    got = bridge_weights(killed["artifacts"]["model"])
+    assert ref.keys() == got.keys()
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_killed_worker_restarts_from_checkpoint_and_matches(
     ray_session, reference_run, tmp_path
 ) -> None:
