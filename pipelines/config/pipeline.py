@@ -140,7 +140,7 @@ class PipelineConfig(StageConfig):
         if not self.model:
             return base
         data = base.model_dump(mode="json")
-        for dotted, value in self.model.items():
+        for dotted, value in _leaves(self.model):
             _set_dotted(data, dotted, value)
         try:
             return ModelConfig.model_validate(data)
@@ -158,11 +158,27 @@ def named_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def _leaves(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested override sections as dotted leaves: `--set model.generator.rank=32` arrives as
+    {"generator": {"rank": 32}} and must change the rank only, not replace the preset's whole
+    generator section with defaults."""
+    leaves = []
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            leaves.extend(_leaves(value, f"{dotted}."))
+        else:
+            leaves.append((dotted, value))
+    return leaves
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = data
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        if node.get(part) is None:  # an unset optional section (e.g. an architecture dict)
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ValueError(f"override '{dotted}': '{part}' is not a section")
         node = child
