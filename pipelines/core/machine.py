@@ -41,11 +41,11 @@ def gemm_gflops(seconds: float = 0.5, size: int = 512) -> float:
 def read_cpu_ticks(stat: Path = PROC_STAT) -> tuple[int, ...] | None:
     try:
         first = stat.read_text().splitlines()[0].split()
-    except (OSError, IndexError):
+        if first[0] != "cpu":
+            return None
+        return tuple(int(v) for v in first[1:])
+    except (OSError, IndexError, ValueError):  # not Linux, or a format we do not know
         return None
-    if first[0] != "cpu":
-        return None
-    return tuple(int(v) for v in first[1:])
 
 
 def snapshot(seconds: float = 0.5) -> MachineSnapshot:

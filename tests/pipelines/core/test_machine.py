@@ -19,8 +19,9 @@ def test_cpu_ticks_come_from_the_aggregate_line(tmp_path) -> None:
     )
     assert read_cpu_ticks(stat) == (93152, 247691, 59605, 138956, 1438, 0, 879, 957, 0, 0)
     assert read_cpu_ticks(tmp_path / "missing") is None
-    stat.write_text("intr 1 2 3\n")
-    assert read_cpu_ticks(stat) is None
+    for unknown in ("intr 1 2 3\n", "", "\n", "cpu a b\n"):
+        stat.write_text(unknown)
+        assert read_cpu_ticks(stat) is None
 
 
 def test_steal_is_the_stolen_share_of_all_cpu_time() -> None:
