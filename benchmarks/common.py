@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from pipelines.core.machine import read_cpu_ticks
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,22 +86,23 @@ def command_string(argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", shown, *argv[1:]])
 
 
+def busy_and_total_ticks() -> tuple[int, int] | None:
+    """All CPUs' busy and total clock ticks since boot (/proc/stat; None elsewhere)."""
+    ticks = read_cpu_ticks()
+    if ticks is None or len(ticks) < 4:
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def cpu_busy_fraction(seconds: float = 1.0) -> float:
     """Share of all CPUs' time spent busy over `seconds` (from /proc/stat; NaN elsewhere)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
+    first = busy_and_total_ticks()
+    time.sleep(seconds)
+    second = busy_and_total_ticks()
+    if first is None or second is None or second[1] <= first[1]:
         return float("nan")
-    elapsed = total1 - total0
-    return 1.0 - (idle1 - idle0) / elapsed if elapsed > 0 else float("nan")
+    return (second[0] - first[0]) / (second[1] - first[1])
 
 
 def wait_for_idle(
@@ -144,9 +147,8 @@ class ContentionGuard:
         self._start: tuple[float, float, float] | None = None
 
     def _busy_seconds(self) -> float:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return (sum(fields) - idle) / self.tick
+        ticks = busy_and_total_ticks()
+        return ticks[0] / self.tick if ticks is not None else float("nan")
 
     def start(self) -> None:
         own = os.times()
