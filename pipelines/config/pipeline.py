@@ -56,6 +56,13 @@ class PipelineConfig(StageConfig):
     workdir: str = Field(
         description="Root of every stage output: a local folder or any fsspec URL (s3://…)."
     )
+    hub_downloads: bool | None = Field(
+        default=None,
+        description="Model weights from the Hugging Face hub: true = download what is missing "
+        "(the paper run; sets HF_HUB_OFFLINE=0 for the driver and every Ray worker, whatever "
+        "the work pool exports), false = never (HF_HUB_OFFLINE=1), null = as the environment "
+        "says (offline unless HF_HUB_OFFLINE=0 is exported).",
+    )
     ray: RayConfig = Field(default_factory=RayConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)

@@ -78,6 +78,7 @@ def test_infra_has_manifests() -> None:
         "ray/cluster-gpu.yaml",
         "kuberay/raycluster.yaml",
         "kuberay/rayjob.yaml",
+        "kuberay/kustomization.yaml",
         "prefect/vlora-process.json",
         "deepspeed/zero2.json",
         "deepspeed/zero3.json",
@@ -145,6 +146,61 @@ def test_infra_rayjob_runs_a_real_entry_point() -> None:
 
 def test_infra_rayjob_cluster_equals_raycluster() -> None:
     assert cluster_spec("RayJob") == cluster_spec("RayCluster")
+
+
+def dockerfile_workdir(dockerfile: Path) -> str:
+    return [args for kind, args in instructions(dockerfile) if kind == "WORKDIR"][-1]
+
+
+def test_infra_kustomization_runs_a_prefect_worker_beside_the_ray_head() -> None:
+    import jsonpatch
+
+    kustomization = load(KUBERAY / "kustomization.yaml")
+    assert kustomization["resources"] == ["raycluster.yaml"]
+    (patch,) = kustomization["patches"]
+    cluster = kuberay("RayCluster")
+    assert patch["target"]["kind"] == "RayCluster"
+    assert patch["target"]["name"] == cluster["metadata"]["name"]
+    patched = jsonpatch.apply_patch(cluster, yaml.safe_load(patch["patch"]))
+    assert patched["spec"]["workerGroupSpecs"] == cluster["spec"]["workerGroupSpecs"]
+    pod = patched["spec"]["headGroupSpec"]["template"]["spec"]
+    head, worker = pod["containers"]
+    assert head["name"] == "ray-head" and worker["image"] == head["image"]
+    # the driver joins the head's node through Ray's session directory, shared by both
+    (volume,) = pod["volumes"]
+    for container in (head, worker):
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts == {volume["name"]: "/tmp/ray"}
+    env = {e["name"]: e["value"] for e in worker["env"]}
+    gcs_port = {p["name"]: p["containerPort"] for p in head["ports"]}["gcs-server"]
+    assert env["RAY_ADDRESS"] == f"127.0.0.1:{gcs_port}"
+    assert env["VLORA_REPO_DIR"] == dockerfile_workdir(DOCKERFILES[0])  # prefect.yaml's pull step
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0" and env["DO_NOT_TRACK"] == "1"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    # the pool every deployment goes to, through options the installed CLI has
+    command = worker["command"]
+    assert command[:3] == ["prefect", "worker", "start"]
+    options = dict(zip(command[3::2], command[4::2], strict=True))
+    assert options["--pool"] in {d["work_pool"]["name"] for d in prefect_yaml()["deployments"]}
+    assert options["--type"] == "process"
+    template = options["--base-job-template"]  # creates the pool with it when missing
+    assert template.startswith(env["VLORA_REPO_DIR"] + "/")
+    assert (REPO / template.removeprefix(env["VLORA_REPO_DIR"] + "/")).is_file()
+    assert set(options) <= prefect_worker_start_options()
+
+
+def prefect_worker_start_options() -> set[str]:
+    """The option names of the installed `prefect worker start` (cyclopts parameters)."""
+    import typing
+
+    from prefect.cli.worker import start
+
+    names: set[str] = set()
+    for hint in typing.get_type_hints(start, include_extras=True).values():
+        for meta in getattr(hint, "__metadata__", ()):
+            names.update(getattr(meta, "name", None) or ())
+    assert "--pool" in names, "could not read prefect's worker CLI options"
+    return names
 
 
 def test_infra_kuberay_gpus_cover_the_paper_run() -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -27,3 +28,28 @@ def apply_offline_defaults() -> dict[str, str]:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return {key: os.environ[key] for key in OFFLINE_DEFAULTS}
+
+
+HUB_ACCESS_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def set_hub_access(allow_downloads: bool | None) -> bool:
+    """Allow (True) or forbid (False) downloads from the Hugging Face hub in this process and
+    in the processes it starts; None leaves the environment as it is.
+
+    A run config says this explicitly (the paper run must fetch Vicuna and CLIP even where a
+    work pool exports HF_HUB_OFFLINE=1). huggingface_hub reads the variable once, at import, so
+    an already imported module is updated too. Returns whether downloads are now allowed.
+    """
+    if allow_downloads is not None:
+        value = "0" if allow_downloads else "1"
+        for key in HUB_ACCESS_VARIABLES:
+            os.environ[key] = value
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = not allow_downloads
+    # huggingface_hub is offline when either variable is true; unset counts as our default (1)
+    return not any(
+        os.environ.get(key, "1").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for key in HUB_ACCESS_VARIABLES
+    )
