@@ -60,6 +60,12 @@ def stage_markdown(result: StageResult) -> str:
     return "\n".join([*lines, "", *images]) + "\n"
 
 
+def resume_note(result: dict[str, Any]) -> str:
+    """'resumed from step 40' for a training stage that restarted from a checkpoint, else ''."""
+    steps = result.get("summary", {}).get("resumed_from_steps") or []
+    return f"resumed from step {', '.join(str(s) for s in steps)}" if steps else ""
+
+
 def artifact_key(stage: str, run_name: str) -> str:
     """Prefect artifact keys: lowercase letters, digits and dashes only."""
     raw = f"{run_name}-{stage}".lower()

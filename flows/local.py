@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from flows.artifacts import resume_note
 from pipelines.core.machine import describe, snapshot
 from pipelines.core.signals import unwind_on_sigterm
 from vlora.utils.env import apply_offline_defaults
@@ -37,7 +38,8 @@ def print_report(results: dict[str, dict], seconds: float, machine: str | None =
     print()
     for name, result in results.items():
         status = "cached" if result["cached"] else f"{result['seconds']:.0f} s"
-        print(f"  {name:<9} {status:>8}  {result['output_dir']}")
+        note = resume_note(result)
+        print(f"  {name:<9} {status:>8}  {result['output_dir']}" + (f"  ({note})" if note else ""))
     eval_result = results.get("eval")
     if eval_result and eval_result.get("metrics"):
         print("\nScores:")

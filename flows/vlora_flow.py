@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.artifacts import artifact_key
+from flows.artifacts import artifact_key, resume_note
 from flows.tasks import stage_task
 from pipelines.config import PipelineConfig, load_pipeline_config
 from pipelines.stages import STAGE_ORDER
@@ -41,13 +41,13 @@ def chain_markdown(config: PipelineConfig, results: dict[str, dict]) -> str:
     lines = [
         f"# vlora run `{config.name}` ({config.preset}, {config.design})",
         "",
-        "| stage | cached | seconds | output |",
-        "|---|---|---|---|",
+        "| stage | cached | seconds | output | notes |",
+        "|---|---|---|---|---|",
     ]
     for name, result in results.items():
         lines.append(
             f"| {name} | {'yes' if result['cached'] else 'no'} | {result['seconds']:.1f} | "
-            f"`{result['output_dir']}` |"
+            f"`{result['output_dir']}` | {resume_note(result)} |"
         )
     metrics = results.get("eval", {}).get("metrics", {})
     if metrics:

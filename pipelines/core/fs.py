@@ -40,8 +40,26 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+# Object stores have buckets, not folders: a key prefix needs no creating, and fsspec's
+# makedirs would create a missing bucket, so a mistyped bucket name became a new bucket.
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & OBJECT_STORE_PROTOCOLS)
+
+
 def makedirs(url: str) -> None:
+    """Create a folder; on an object store only check that the bucket exists."""
     fs, path = filesystem(url)
+    if is_object_store(fs):
+        bucket = path.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise FileNotFoundError(
+                f"bucket '{bucket}' of '{url}' does not exist (create it first)"
+            )
+        return
     fs.makedirs(path, exist_ok=True)
 
 
@@ -50,7 +68,7 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     parent = (
         posixpath.dirname(path) if not isinstance(fs, LocalFileSystem) else os.path.dirname(path)
     )
-    if parent:
+    if parent and not is_object_store(fs):
         fs.makedirs(parent, exist_ok=True)
     if isinstance(fs, LocalFileSystem):
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"

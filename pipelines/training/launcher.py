@@ -164,6 +164,7 @@ def run_training(
         raise
     finish_mlflow_run(config.mlflow_uri(), plan.mlflow_run_id)
     losses = metric_history(config.mlflow_uri(), plan.mlflow_run_id, "loss")
+    resumes = metric_history(config.mlflow_uri(), plan.mlflow_run_id, "resumed_from_step")
     artifacts = {
         "model": plan.export_dir,
         "checkpoints": fs.join(storage, phase),
@@ -188,6 +189,8 @@ def run_training(
         "mlflow_run_id": plan.mlflow_run_id,
         "loss_first": losses[0][1] if losses else None,
         "loss_last": losses[-1][1] if losses else None,
+        # one entry per restart from a checkpoint (worker failure, or a stopped job rerun)
+        "resumed_from_steps": [int(step) for step, _ in resumes],
         **(extra_summary or {}),
     }
     metrics = {k: float(v) for k, v in final.items() if isinstance(v, int | float) and k != "step"}

@@ -108,6 +108,15 @@ def _chaos_kill(plan: TrainPlan, step: int, rank: int) -> None:
     marker = Path(plan.chaos_marker)
     if marker.exists():
         return
+    # Ray Train's controller collects reports by polling (every 2 s): a worker dying right after
+    # `ray.train.report` can take its newest checkpoint with it, and the restart then begins at
+    # the one before. The drill kills once every report is committed, so that the restart point
+    # is the last checkpoint, which the tests check.
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(
+        consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=120
+    )
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"killed rank {rank} at step {step}\n")
     logger.warning("fault drill: killing worker rank %d at step %d", rank, step)
@@ -159,6 +168,10 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
             state["batches_in_epoch"],
         )
     metrics_log = MetricsLogger(plan) if rank == 0 else None
+    if metrics_log is not None and checkpoint is not None:
+        # a metric, so MLflow keeps one entry per restart (failed worker or stopped job) and
+        # the stage summary can list them all, not just the last
+        metrics_log.log({"resumed_from_step": float(state["step"])}, state["step"])
     window = MetricWindow()
     shard = ray.train.get_dataset_shard("train")
     pad_id = model.tokenizer.pad_token_id

@@ -30,6 +30,7 @@ def test_smoke_chain_caches_and_force_reruns_downstream_only(smoke_run) -> None:
     assert Path(first["sft"]["artifacts"]["model"], "vlora_config.json").is_file()
     assert first["eval"]["metrics"]
     assert first["register"]["summary"]["version"]
+    check_artifacts_of_the_first_run()
 
     second = vlora(config="smoke", overrides=overrides)
     assert all(result["cached"] for result in second.values())
@@ -47,3 +48,32 @@ def test_smoke_chain_caches_and_force_reruns_downstream_only(smoke_run) -> None:
         assert forced[name]["fingerprint"] == first[name]["fingerprint"]
     for name in ("eval", "register"):
         assert forced[name]["fingerprint"] != first[name]["fingerprint"]
+
+
+def check_artifacts_of_the_first_run() -> None:
+    """Each stage and the chain published Markdown: counts, links, the eval table, loss curves."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.artifacts import artifact_key
+    from pipelines.stages import STAGE_ORDER
+
+    keys = [artifact_key(name, "smoke") for name in (*STAGE_ORDER, "chain")]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    markdown = {artifact.key: artifact.data for artifact in found}
+    assert set(markdown) == set(keys)
+    assert all(artifact.type == "markdown" for artifact in found)
+    assert "| summary | value |" in markdown["smoke-download"]
+    for stage in ("pretrain", "sft"):
+        text = markdown[f"smoke-{stage}"]
+        assert "| summary.loss_last |" in text or "| loss_last |" in text
+        assert "data:image/png;base64," in text  # the loss curve, embedded
+        assert "- model: `" in text  # the exported checkpoint's location
+    assert "| metric | value |" in markdown["smoke-eval"]
+    chain = markdown["smoke-chain"]
+    assert "| eval metric | value |" in chain
+    for stage in STAGE_ORDER:
+        assert f"| {stage} | no |" in chain

@@ -25,6 +25,12 @@ def test_bad_config_exits_2_naming_the_field(tmp_path, capsys) -> None:
 def test_report_lists_stages_scores_and_registration(capsys) -> None:
     results = {
         "download": {"cached": True, "seconds": 0.0, "output_dir": "/w/download/a"},
+        "sft": {
+            "cached": False,
+            "seconds": 457.0,
+            "output_dir": "/w/sft/s",
+            "summary": {"resumed_from_steps": [40]},
+        },
         "eval": {
             "cached": False,
             "seconds": 61.2,
@@ -44,4 +50,6 @@ def test_report_lists_stages_scores_and_registration(capsys) -> None:
     assert "finished in 10.0 min" in out and "cached" in out and "61 s" in out
     assert "machine: 2 CPUs, fp32 GEMM 160 → 158 GFLOP/s" in out
     assert "EasyVQA_TEST/Overall" in out and "87.50" in out
+    assert "/w/sft/s  (resumed from step 40)" in out
+    assert out.count("resumed from") == 1
     assert "vlora-local version 3 aliases ['candidate']" in out

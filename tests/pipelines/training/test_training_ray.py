@@ -152,6 +152,8 @@ def test_local_layout_one_worker_trains_and_recovers_from_a_kill(ray_session, tm
     killed = train(tmp_path / "chaos", *layout, "pretrain.chaos_kill_at_step=6")
     marker = tmp_path / "chaos" / "out" / "chaos_done.txt"
     assert marker.read_text().startswith("killed rank 0 at step 6")
+    assert reference["summary"]["resumed_from_steps"] == []
+    assert killed["summary"]["resumed_from_steps"] == [4]  # the restart is on record
     ref = bridge_weights(reference["artifacts"]["model"])
     got = bridge_weights(killed["artifacts"]["model"])
     assert ref.keys() == got.keys()
@@ -167,6 +169,7 @@ def test_killed_worker_restarts_from_checkpoint_and_matches(
     marker = tmp_path / "chaos" / "out" / "chaos_done.txt"
     assert marker.read_text().startswith("killed rank 1 at step 6")
     assert killed["summary"]["steps"] == 12
+    assert killed["summary"]["resumed_from_steps"] == [4]
     # resumed from the step-4 checkpoint: same data positions, same optimizer state
     ref, got = (
         bridge_weights(reference["artifacts"]["model"]),
@@ -196,7 +199,7 @@ spec.loader.exec_module(tests)
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
 ensure_ray(RayConfig(num_cpus=4))
 result = tests.train(__import__("pathlib").Path({workdir!r}))
-print("RESULT " + json.dumps(result["artifacts"]))
+print("RESULT " + json.dumps(result["summary"]))
 """
 
 
@@ -240,6 +243,9 @@ def test_stopped_job_resumes_from_latest_checkpoint(reference_run, tmp_path) -> 
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed at step" in resumed.stdout + resumed.stderr
+    (result_line,) = [x for x in resumed.stdout.splitlines() if x.startswith("RESULT ")]
+    resumed_from = json.loads(result_line.removeprefix("RESULT "))["resumed_from_steps"]
+    assert len(resumed_from) == 1 and resumed_from[0] >= 4  # the committed checkpoint's step
     export = workdir / "out" / "model"
     ref = bridge_weights(reference_run["artifacts"]["model"])
     got = bridge_weights(str(export))
