@@ -55,6 +55,7 @@ from pipelines.config.download import (
 )
 from pipelines.core import fs
 from pipelines.core.chain import upstream_results
+from pipelines.core.ray_cluster import RayConfig
 from pipelines.core.stage import StageResult, run_stage
 from pipelines.sources.capsfusion import (
     PreparedSource,
@@ -87,7 +88,7 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
         STAGE,
         config.workdir,
         key_config(config),
-        lambda output_dir: body(config.download, output_dir),
+        lambda output_dir: body(config.download, output_dir, config.ray),
         upstream,
         force=force,
     )
@@ -175,6 +176,7 @@ def _one_pass(
     shards_dir: str,
     done: set[int],
     expected: set[int],
+    ray_config: RayConfig | None = None,
 ) -> float:
     """Write the shards not in `done`; seconds taken."""
     if isinstance(cfg.pretrain, LlavaPretrainSource):
@@ -195,6 +197,14 @@ def _one_pass(
     from pipelines.sources.img2dataset_runner import Img2DatasetJob, run_img2dataset
     from pipelines.sources.loopback import LoopbackImageServer
 
+    ray_address = None
+    if cfg.distributor == "ray":
+        from pipelines.core.ray_cluster import cluster_address, ensure_ray
+
+        ensure_ray(ray_config)
+        ray_address = cluster_address()
+        logger.info("[download] img2dataset shards as Ray tasks on the cluster at %s", ray_address)
+
     def job(url_list: str) -> Img2DatasetJob:
         return Img2DatasetJob(
             url_list=url_list,
@@ -209,6 +219,8 @@ def _one_pass(
             retries=cfg.retries,
             number_sample_per_shard=cfg.number_sample_per_shard,
             save_additional_columns=[*prepared.kept_columns, "source_index"],
+            distributor=cfg.distributor,
+            ray_address=ray_address,
         )
 
     if not served:
@@ -220,7 +232,11 @@ def _one_pass(
 
 
 def fetch_shards(
-    cfg: DownloadConfig, prepared: PreparedSource, served: dict[str, Path], output_dir: str
+    cfg: DownloadConfig,
+    prepared: PreparedSource,
+    served: dict[str, Path],
+    output_dir: str,
+    ray_config: RayConfig | None = None,
 ) -> float:
     """Bring every expected shard to a complete, consistent state; seconds spent writing."""
     shards_dir = fs.join(output_dir, "shards")
@@ -250,13 +266,17 @@ def fetch_shards(
         logger.info(
             "[download] %d of %d shards done; writing %d", len(done), len(expected), len(problems)
         )
-        seconds += _one_pass(cfg, prepared, served, output_dir, shards_dir, done, set(expected))
+        seconds += _one_pass(
+            cfg, prepared, served, output_dir, shards_dir, done, set(expected), ray_config
+        )
     return seconds
 
 
-def body(cfg: DownloadConfig, output_dir: str) -> dict[str, Any]:
+def body(
+    cfg: DownloadConfig, output_dir: str, ray_config: RayConfig | None = None
+) -> dict[str, Any]:
     prepared, served = prepare_source(cfg, fs.join(output_dir, "source"))
-    seconds = fetch_shards(cfg, prepared, served, output_dir)
+    seconds = fetch_shards(cfg, prepared, served, output_dir, ray_config)
     shards_dir = fs.join(output_dir, "shards")
     shards = summarize_shards(shards_dir, sorted(prepared.shard_rows(cfg.number_sample_per_shard)))
     sft = prepare_sft(cfg.sft, cfg.seed, fs.join(output_dir, "sft"), cfg.threads)

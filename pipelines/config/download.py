@@ -40,7 +40,7 @@ IMG2DATASET_RESERVED = frozenset(
 )
 # Workers and thresholds: they change how fast the stage runs or whether it passes, never what
 # it writes, so they stay out of the content hash (a rerun with more threads reuses the output).
-NOT_IN_KEY = frozenset({"processes", "threads", "max_failed_fraction"})
+NOT_IN_KEY = frozenset({"processes", "threads", "distributor", "max_failed_fraction"})
 
 
 class CapsFusionSource(StageConfig):
@@ -197,9 +197,24 @@ class DownloadConfig(StageConfig):
     )
     resize_only_if_bigger: bool = Field(default=False, description="Never upscale small images.")
     encode_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality of shards.")
-    processes: int = Field(default=1, gt=0, description="img2dataset processes (not in the key).")
+    processes: int = Field(
+        default=1,
+        gt=0,
+        description="img2dataset processes in the driver (distributor multiprocessing; not in "
+        "the key).",
+    )
     threads: int = Field(
-        default=16, gt=0, description="Download threads per process (not in the key)."
+        default=16,
+        gt=0,
+        description="Download threads per process, or per Ray task (not in the key).",
+    )
+    distributor: Literal["multiprocessing", "ray"] = Field(
+        default="multiprocessing",
+        description="Where img2dataset downloads. multiprocessing: `processes` processes on the "
+        "driver's machine. ray: one Ray task (1 CPU, `threads` threads) per shard across the "
+        "cluster of `ray.address` / RAY_ADDRESS (a private local one without), so the download "
+        "scales with the cluster; the shards folder (the workdir) must then be reachable from "
+        "every node (s3://…, a shared filesystem). Not in the key: both write the same shards.",
     )
     timeout: int = Field(default=10, gt=0, description="Per-request timeout in seconds.")
     retries: int = Field(default=0, ge=0, description="Extra attempts per failed URL.")

@@ -73,6 +73,33 @@ def ensure_ray(config: RayConfig | None = None) -> None:
     )
 
 
+def join_cluster(address: str) -> None:
+    """Connect this process as one more driver to a running cluster (e.g. from a child process
+    of the pipeline's driver). A private loopback cluster is joined on 127.0.0.1: Ray would
+    otherwise look for a node at this machine's routable IP and find none."""
+    import ray
+
+    runtime_env = {"env_vars": worker_env()}
+    if address.split(":", 1)[0] in {"127.0.0.1", "localhost"}:
+        _bind_local_cluster_to_loopback()
+        ray.init(
+            address=address,
+            _node_ip_address="127.0.0.1",
+            runtime_env=runtime_env,
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+        )
+        return
+    ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+
+
+def cluster_address() -> str:
+    """The GCS address of the cluster this process is connected to (for child drivers)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def _bind_local_cluster_to_loopback() -> None:
     """Make a single-node cluster listen on 127.0.0.1 only.
 

@@ -6,6 +6,10 @@ worker, a notebook) it hangs. This module is that guarded main. It also keeps im
 global side effects (its SIGINT handler, its logger process, the StrictResizer swap) out of the
 calling process, and its chatty output in a log file.
 
+With `distributor="ray"` the child joins the pipeline's Ray cluster and img2dataset submits one
+task per shard there (its own ray distributor); the parent's progress bar and shard checks do not
+change, since every shard still ends in the shared output folder with its stats file.
+
 Settings that are not optional here: `incremental_mode="incremental"` (its "overwrite" mode is
 broken), wandb off, output format webdataset with 5-digit shard names, `url`/`caption` columns
 as written by `pipelines.sources.capsfusion`. The parent shows a progress bar over shards by
@@ -43,6 +47,8 @@ class Img2DatasetJob:
     retries: int
     number_sample_per_shard: int
     save_additional_columns: list[str]
+    distributor: str = "multiprocessing"
+    ray_address: str | None = None  # the cluster the ray distributor joins (its GCS address)
 
     def download_kwargs(self) -> dict[str, Any]:
         return {
@@ -65,7 +71,7 @@ class Img2DatasetJob:
             "number_sample_per_shard": self.number_sample_per_shard,
             "incremental_mode": "incremental",
             "enable_wandb": False,
-            "distributor": "multiprocessing",
+            "distributor": self.distributor,
             "extract_exif": False,
             "compute_hash": "sha256",
             "oom_shard_count": 5,
@@ -163,6 +169,21 @@ def main(argv: list[str]) -> int:
     from pipelines.sources import strict_resizer
 
     strict_resizer.install()
+    if job.distributor == "ray":
+        # img2dataset's ray distributor submits one task per shard to the Ray this process is
+        # connected to: the cluster the pipeline runs on (the parent passes its address).
+        from pipelines.core.ray_cluster import join_cluster
+
+        if not job.ray_address:
+            raise Img2DatasetError("distributor 'ray' needs the cluster's address")
+        join_cluster(job.ray_address)
+        import ray
+
+        print(
+            f"img2dataset: one Ray task per shard on the cluster at {job.ray_address} "
+            f"({ray.cluster_resources().get('CPU', 0):g} CPUs)",
+            flush=True,
+        )
     from img2dataset import download
 
     download(**job.download_kwargs())

@@ -3,12 +3,16 @@
 stopped afterwards (by process group of what this test started, never by name).
 
 The deployment runs over the session's smoke workdir (tests/flows/conftest.py) with
-`force=["eval"]`: download to sft are found finished by their keys, eval (Ray Data actors on a
-local Ray cluster inside the worker's flow-run process) and register execute."""
+`force=["eval"]` while the SFT export is moved away: eval fails (after its task retry) and so does
+the flow run. With the export back, `prefect flow-run retry` resumes that same flow run: download
+to sft are found finished by their keys, eval (Ray Data actors on a local Ray cluster inside the
+worker's flow-run process) and register execute."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,6 +61,9 @@ def stop_group(process: subprocess.Popen, descendants: list[psutil.Process]) -> 
     return [p.pid for p in alive]
 
 
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
 def stage_manifests(workdir: Path) -> dict[str, float]:
     return {
         str(p.relative_to(workdir)): p.stat().st_mtime for p in workdir.glob("*/*/_MANIFEST.json")
@@ -68,7 +75,7 @@ def test_full_pipeline_deployment_on_a_local_server(smoke_run, tmp_path) -> None
 
     if ray.is_initialized():  # the harness chain's cluster: the flow run starts its own
         ray.shutdown()
-    workdir, _ = smoke_run
+    workdir, results = smoke_run
     before = stage_manifests(workdir)
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -101,6 +108,11 @@ def test_full_pipeline_deployment_on_a_local_server(smoke_run, tmp_path) -> None
             [PREFECT, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
         )
 
+    def flow_run_state(flow_run_id: str) -> str:
+        inspected = prefect("flow-run", "inspect", flow_run_id, "--output", "json")
+        assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+        return json.loads(inspected.stdout)["state"]["type"]
+
     try:
         launch("server", "start", "--host", "127.0.0.1", "--port", str(port))
         wait_healthy(f"{api}/health", timeout=180)
@@ -119,23 +131,40 @@ def test_full_pipeline_deployment_on_a_local_server(smoke_run, tmp_path) -> None
         deployed = prefect("--no-prompt", "deploy", "--all", timeout=300)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         launch("worker", "start", "--pool", "vlora-process")
-        run = prefect(
-            "deployment",
-            "run",
-            "vlora/full-pipeline",
-            "-p",
-            'config="smoke"',
-            "-p",
-            f'overrides=["workdir={workdir}"]',
-            "-p",
-            'force=["eval"]',
-            "--watch",
-            "--watch-timeout",
-            "1500",
-            timeout=1600,
-        )
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-        assert "Completed" in run.stdout
+        sft_export = Path(results["sft"]["artifacts"]["model"])
+        moved = sft_export.rename(sft_export.with_name("model.moved-away"))
+        try:
+            run = prefect(
+                "deployment",
+                "run",
+                "vlora/full-pipeline",
+                "-p",
+                'config="smoke"',
+                "-p",
+                f'overrides=["workdir={workdir}"]',
+                "-p",
+                'force=["eval"]',
+                "--watch",
+                "--watch-timeout",
+                "900",
+                timeout=1000,
+            )
+        finally:
+            moved.rename(sft_export)
+        assert run.returncode != 0, run.stdout[-4000:]
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+        assert flow_run_state(flow_run_id) == "FAILED"
+        logs = prefect("flow-run", "logs", flow_run_id).stdout
+        assert "sft artifacts['model']" in logs, logs[-3000:]  # the cause, named
+
+        retried = prefect("flow-run", "retry", flow_run_id)
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        deadline = time.monotonic() + 1500
+        state = flow_run_state(flow_run_id)
+        while state not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(5)
+            state = flow_run_state(flow_run_id)
+        assert state == "COMPLETED", prefect("flow-run", "logs", flow_run_id).stdout[-4000:]
         after = stage_manifests(workdir)
         redone = {path.split("/")[0] for path, mtime in after.items() if before.get(path) != mtime}
         assert redone == {"eval", "register"}, redone  # the forced stage and what follows

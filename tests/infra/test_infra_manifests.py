@@ -248,6 +248,18 @@ def test_infra_cluster_launcher_commands() -> None:
     assert config["head_node_type"] in types
     for name, node_type in types.items():
         assert node_type.get("max_workers", 0) <= config["max_workers"], name
+    assert sum(t.get("max_workers", 0) for t in types.values()) <= config["max_workers"]
+    # paper.yaml's download runs as 1-CPU Ray tasks: a CPU worker type takes them, not GPU nodes
+    from pipelines.config.pipeline import load_pipeline_config
+
+    assert load_pipeline_config("paper").download.distributor == "ray"
+    cpu_workers = [
+        name
+        for name, t in types.items()
+        if name != config["head_node_type"]
+        and not t["node_config"]["InstanceType"].startswith(("p", "g"))
+    ]
+    assert cpu_workers, "no CPU worker type for the download tasks"
 
 
 # ----- Prefect ---------------------------------------------------------------------------------
@@ -348,7 +360,9 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 def setup_sh_pip_commands() -> list[str]:
     text = (REPO / "scripts" / "setup.sh").read_text()
-    return [" ".join(m.split()) for m in re.findall(r"^pip (.+)$", text, flags=re.M)]
+    # `pip …` lines and calls of the `pip_check` wrapper (pip check forgiving the --no-deps wheels)
+    pattern = r"^pip(?: (?P<args>.+)|_(?P<wrapper>check))$"
+    return [" ".join((m["args"] or m["wrapper"]).split()) for m in re.finditer(pattern, text, re.M)]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

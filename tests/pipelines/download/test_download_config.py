@@ -50,6 +50,7 @@ def test_defaults_are_the_offline_local_sources() -> None:
             {"pretrain": {"kind": "capsfusion", "url_list": "x", "caption_columns": ["key"]}},
             "reserved by img2dataset",
         ),
+        ({"distributor": "spark"}, "download.distributor"),
     ],
 )
 def test_bad_values_fail_naming_the_field(fields: dict, named: str) -> None:
@@ -60,7 +61,7 @@ def test_bad_values_fail_naming_the_field(fields: dict, named: str) -> None:
 
 def test_key_leaves_out_workers_and_threshold_but_not_results() -> None:
     a = config(processes=1, threads=4, max_failed_fraction=0.1)
-    b = config(processes=8, threads=64, max_failed_fraction=0.9)
+    b = config(processes=8, threads=64, max_failed_fraction=0.9, distributor="ray")
     assert download.key_config(a) == download.key_config(b)
     for change in ({"image_size": 224}, {"samples": 10}, {"seed": 1}, {"timeout": 3}):
         assert download.key_config(config(**change)) != download.key_config(a)

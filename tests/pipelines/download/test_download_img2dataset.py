@@ -1,10 +1,12 @@
-"""The real img2dataset path against a loopback server (slow: three img2dataset runs in all).
+"""The real img2dataset path against a loopback server (slow: five img2dataset runs in all).
 
 1. Good images and every kind of broken URL: the summary counts match, per reason, exactly what
    the server served; a rerun of the finished stage does no work.
 2. The stage is killed (SIGKILL to its whole process group) after its first shard is done and
    rerun: every successful sample ends up exactly once, none lost, and finished shards are not
    downloaded again.
+3. `distributor: ray` (one Ray task per shard on the pipeline's cluster) writes the same shards
+   and counts as the multiprocessing default, under the same content key.
 """
 
 from __future__ import annotations
@@ -210,3 +212,56 @@ def test_killed_stage_resumes_with_every_sample_exactly_once(tmp_path, shard_sam
     # the shard finished before the kill was not downloaded again
     for url in first_shard_urls:
         assert requests[url.split("/", 3)[3]] == 1
+
+
+def test_ray_distributor_writes_what_multiprocessing_writes(tmp_path, shard_samples) -> None:
+    import ray
+
+    files = good_files(6)
+    with LoopbackImageServer(files=files) as server:
+        urls = [server.url(p) for p in files]
+        urls += [server.fault_url(Fault.NOT_FOUND, "gone.jpg")]
+        urls += [server.fault_url(Fault.NOT_IMAGE, "text.jpg")]
+        write_url_list(tmp_path / "caps.parquet", urls, [f"coco {i}" for i in range(len(urls))])
+        fields = {
+            "threads": 2,
+            "timeout": 3,
+            "number_sample_per_shard": 4,
+            "input_chunk_rows": 4,
+            "max_failed_fraction": 0.9,
+        }
+        results = {}
+        for distributor in ("ray", "multiprocessing"):
+            config = load_pipeline_config(
+                pipeline_config(
+                    tmp_path / distributor,
+                    tmp_path / "caps.parquet",
+                    distributor=distributor,
+                    **fields,
+                ),
+                ["ray.num_cpus=4"],
+            )
+            try:
+                results[distributor] = download.run(config)
+            finally:
+                ray.shutdown()  # the ray path started the pipeline's private cluster
+
+    on_ray, on_processes = results["ray"], results["multiprocessing"]
+    assert on_ray.key == on_processes.key  # where it ran is not part of what it wrote
+    for field in ("total", "success", "failed", "shards", "failed_by_reason"):
+        assert on_ray.summary["pretrain"][field] == on_processes.summary["pretrain"][field], field
+    assert on_ray.summary["pretrain"]["shards"] == 2
+    assert on_ray.summary["pretrain"]["failed_by_reason"] == {"http_404": 1, "not_an_image": 1}
+
+    def captions_by_url(result) -> dict[str, str]:
+        samples = shard_samples(result.artifacts["pretrain_shards"])
+        return {json.loads(s["json"])["url"]: s["txt"] for s in samples.values()}
+
+    assert captions_by_url(on_ray) == captions_by_url(on_processes)
+    assert len(captions_by_url(on_ray)) == 6
+    log = Path(on_ray.output_dir, "logs", "img2dataset.log").read_text()
+    assert "one Ray task per shard on the cluster at 127.0.0.1:" in log
+    assert (
+        "one Ray task per shard"
+        not in Path(on_processes.output_dir, "logs", "img2dataset.log").read_text()
+    )
