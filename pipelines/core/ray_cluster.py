@@ -66,11 +66,33 @@ def ensure_ray(config: RayConfig | None = None) -> None:
         num_cpus=num_cpus,
         num_gpus=0 if not _has_cuda() else None,
         object_store_memory=(config.object_store_memory_mb or 512) * 1024 * 1024,
-        runtime_env=runtime_env,
+        runtime_env={**runtime_env, "worker_process_setup_hook": QUIET_HOOK},
         log_to_driver=True,
         configure_logging=True,
         logging_level=logging.WARNING,
     )
+
+
+QUIET_HOOK = "pipelines.core.ray_cluster.quiet_dashboardless_warnings"
+STATE_API_WARNING = "State API may be temporarily unavailable"
+
+
+class _DropStateApiWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return STATE_API_WARNING not in record.getMessage()
+
+
+def quiet_dashboardless_warnings() -> None:
+    """Worker setup hook of the private local cluster, which runs without a dashboard.
+
+    Ray Train's PlacementGroupCleaner asks the State API (served by the dashboard) every second
+    whether the train controller is alive, and warns each time it cannot: hundreds of lines per
+    local training run, none actionable. Only that message is dropped; on a cluster with a
+    dashboard the hook is not installed and the warning would mean something.
+    """
+    logging.getLogger(
+        "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+    ).addFilter(_DropStateApiWarnings())
 
 
 def join_cluster(address: str) -> None:
