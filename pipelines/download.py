@@ -194,15 +194,16 @@ def _one_pass(
             prepared, shards_dir, cfg.number_sample_per_shard, resizer, cfg.threads, done
         )
 
-    from pipelines.sources.img2dataset_runner import Img2DatasetJob, run_img2dataset
+    from pipelines.sources.img2dataset_runner import (
+        Img2DatasetJob,
+        ray_distributor_address,
+        run_img2dataset,
+    )
     from pipelines.sources.loopback import LoopbackImageServer
 
     ray_address = None
     if cfg.distributor == "ray":
-        from pipelines.core.ray_cluster import cluster_address, ensure_ray
-
-        ensure_ray(ray_config)
-        ray_address = cluster_address()
+        ray_address = ray_distributor_address(ray_config, cfg.pretrain.kind if served else None)
         logger.info("[download] img2dataset shards as Ray tasks on the cluster at %s", ray_address)
 
     def job(url_list: str) -> Img2DatasetJob:

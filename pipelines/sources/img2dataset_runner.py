@@ -161,6 +161,27 @@ def run_img2dataset(job: Img2DatasetJob, log_path: Path, expected_shards: set[in
     return time.perf_counter() - started
 
 
+def ray_distributor_address(ray_config: Any, loopback_source: str | None) -> str:
+    """The cluster the ray distributor's child joins: the pipeline's (started if need be).
+
+    A source served on this machine's loopback (`loopback_source`, e.g. easyvqa) is reachable
+    from this node only, so it refuses a cluster of several nodes.
+    """
+    import ray
+
+    from pipelines.core.ray_cluster import cluster_address, ensure_ray
+
+    ensure_ray(ray_config)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if loopback_source and len(nodes) > 1:
+        raise ValueError(
+            f"download.distributor: 'ray' on a {len(nodes)}-node cluster cannot fetch "
+            f"{loopback_source} images: they are served on this machine's loopback only; use "
+            "distributor 'multiprocessing' for local sources"
+        )
+    return cluster_address()
+
+
 def main(argv: list[str]) -> int:
     from vlora.utils.env import apply_offline_defaults
 

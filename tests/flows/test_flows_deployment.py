@@ -48,8 +48,15 @@ def wait_healthy(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not become healthy in {timeout} s")
 
 
-def stop_group(process: subprocess.Popen, descendants: list[psutil.Process]) -> list[int]:
-    """SIGTERM the process group we created; returns the pids still alive afterwards."""
+def describe(process: psutil.Process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())[:160]}"
+    except psutil.Error:
+        return f"{process.pid} (gone)"
+
+
+def stop_group(process: subprocess.Popen, descendants: list[psutil.Process]) -> list[str]:
+    """SIGTERM the process group we created; returns what is still alive afterwards."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -57,8 +64,8 @@ def stop_group(process: subprocess.Popen, descendants: list[psutil.Process]) -> 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-    _, alive = psutil.wait_procs(descendants, timeout=60)
-    return [p.pid for p in alive]
+    _, alive = psutil.wait_procs(descendants, timeout=120)
+    return [describe(p) for p in alive]
 
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -171,6 +178,14 @@ def test_full_pipeline_deployment_on_a_local_server(smoke_run, tmp_path) -> None
         for path, mtime in before.items():
             if path.split("/")[0] not in redone:
                 assert after[path] == mtime, path  # found finished, not touched
+        # the flow-run process (and the Ray cluster it started) ends by itself once completed
+        worker = psutil.Process(started[-1][0].pid)
+        deadline = time.monotonic() + 180
+        while worker.children() and time.monotonic() < deadline:
+            time.sleep(2)
+        assert not worker.children(recursive=True), [
+            describe(p) for p in worker.children(recursive=True)
+        ]
     finally:
         left = []
         for process, _ in reversed(started):
