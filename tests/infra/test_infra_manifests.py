@@ -131,11 +131,18 @@ def test_infra_kuberay_manifest(kind: str) -> None:
         assert group["rayStartParams"]["disable-usage-stats"] == "true"
         for value in group["rayStartParams"].values():
             assert isinstance(value, str), "rayStartParams values must be strings"
+    gpu_groups, cpu_groups = [], []
     for worker in spec["workerGroupSpecs"]:
         for container in worker["template"]["spec"]["containers"]:
-            limits = container["resources"]["limits"]
-            assert int(limits["nvidia.com/gpu"]) > 0
-            assert limits["nvidia.com/gpu"] == container["resources"]["requests"]["nvidia.com/gpu"]
+            resources = container["resources"]
+            assert resources["limits"] == resources["requests"], worker["groupName"]
+            gpus = int(resources["limits"].get("nvidia.com/gpu", 0))
+            (gpu_groups if gpus > 0 else cpu_groups).append(worker["groupName"])
+        assert int(worker["minReplicas"]) <= int(worker["replicas"]) <= int(worker["maxReplicas"])
+    # GPU workers for features, training and eval; CPU workers for the download's Ray tasks,
+    # which the autoscaler starts instead of GPU nodes for work that asks for no GPU
+    assert gpu_groups and cpu_groups
+    assert spec["enableInTreeAutoscaling"] is True
 
 
 def test_infra_rayjob_runs_a_real_entry_point() -> None:
@@ -208,7 +215,7 @@ def test_infra_kuberay_gpus_cover_the_paper_run() -> None:
 
     config = load_pipeline_config("paper")
     gpus = sum(
-        int(w["replicas"]) * int(c["resources"]["limits"]["nvidia.com/gpu"])
+        int(w["maxReplicas"]) * int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
         for w in cluster_spec("RayCluster")["workerGroupSpecs"]
         for c in w["template"]["spec"]["containers"]
     )
