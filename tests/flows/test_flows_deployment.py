@@ -3,8 +3,8 @@
 stopped afterwards (by process group of what this test started, never by name).
 
 The deployment runs over the session's smoke workdir (tests/flows/conftest.py) with
-`force=["eval"]` while the SFT export is moved away: eval fails (after its task retry) and so does
-the flow run. With the export back, `prefect flow-run retry` resumes that same flow run: download
+`force=["eval"]` while the SFT export is moved away: eval fails at once (a missing input is not
+retried) and so does the flow run. With the export back, `prefect flow-run retry` resumes that same flow run: download
 to sft are found finished by their keys, eval (Ray Data actors on a local Ray cluster inside the
 worker's flow-run process) and register execute."""
 

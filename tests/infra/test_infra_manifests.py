@@ -179,8 +179,8 @@ def test_infra_kustomization_runs_a_prefect_worker_beside_the_ray_head() -> None
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts == {volume["name"]: "/tmp/ray"}
     env = {e["name"]: e["value"] for e in worker["env"]}
-    gcs_port = {p["name"]: p["containerPort"] for p in head["ports"]}["gcs-server"]
-    assert env["RAY_ADDRESS"] == f"127.0.0.1:{gcs_port}"
+    # `auto` resolves through the session directory both containers mount (checked above)
+    assert env["RAY_ADDRESS"] == "auto"
     assert env["VLORA_REPO_DIR"] == dockerfile_workdir(DOCKERFILES[0])  # prefect.yaml's pull step
     assert env["RAY_USAGE_STATS_ENABLED"] == "0" and env["DO_NOT_TRACK"] == "1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
