@@ -1,10 +1,17 @@
 # The two commands of a fresh machine (see README): `make run` and `make test`.
 SHELL := /bin/bash
 PY := .venv/bin/python
-# Offline and telemetry-free by default (DESIGN.md "Offline and small machines").
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
-export WANDB_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PREFECT_SERVER_ANALYTICS_ENABLED=false
-export NO_ALBUMENTATIONS_UPDATE=1 TOKENIZERS_PARALLELISM=false
+# Offline and telemetry-free by default (README "Offline and telemetry"). One variable per
+# `export` line: `export A=1 B=2` would set A to "1 B=2" and leave B unset.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export WANDB_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup run test test-fast test-slow lint format
 

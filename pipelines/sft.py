@@ -39,6 +39,8 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
             config,
             upstream["features"],
             max_length=config.sft.max_length,
+            max_bad_fraction=config.sft.max_bad_fraction,
+            seed=config.sft.seed,
             # with the LLM frozen a text-only batch reaches no trainable weight
             images_only=config.sft.train_llm is False,
         )

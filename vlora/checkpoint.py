@@ -28,7 +28,11 @@ CONFIG_FILE = "vlora_config.json"
 BRIDGE_FILE = "bridge.safetensors"
 VISION_FILE = "vision.safetensors"
 FORMAT = "vlora-checkpoint"
-FORMAT_VERSION = 1
+# 2: the generator's input projection and positions are shared by every delta type
+# (`generator.shared_input`, the release's layout). Version-1 folders load with the per-type
+# layout they were written with.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def _vision_is_random(config: ModelConfig) -> bool:
@@ -87,11 +91,17 @@ def read_checkpoint_config(path: str | Path) -> dict:
     if not config_path.is_file():
         raise FileNotFoundError(f"{path} is not a VLoRA checkpoint (no {CONFIG_FILE})")
     manifest = json.loads(config_path.read_text())
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if manifest.get("format") != FORMAT or version not in READABLE_VERSIONS:
         raise ValueError(
             f"{config_path}: unsupported checkpoint format {manifest.get('format')} "
-            f"v{manifest.get('format_version')}"
+            f"v{version} (this version reads v{', v'.join(map(str, READABLE_VERSIONS))})"
         )
+    if version == 1:
+        # written before the generator fields existed: per-type inputs, PyTorch-default init
+        generator = manifest["model"].setdefault("generator", {})
+        generator.setdefault("shared_input", False)
+        generator.setdefault("init_scheme", "pytorch_default")
     return manifest
 
 

@@ -119,7 +119,7 @@ class LLMConfig(StrictModel):
 
 
 class GeneratorConfig(StrictModel):
-    """The perceptual weights generator (VLORA_SPEC.md, "Model")."""
+    """The perceptual weights generator (docs/method.md, "The generator")."""
 
     hidden_size: int = Field(default=512, gt=0, description="Generator width h_p.")
     num_blocks: int = Field(default=8, gt=0, description="Decoder blocks N.")
@@ -144,6 +144,19 @@ class GeneratorConfig(StrictModel):
         default=False,
         description="One generator (queries for all targets, per-target heads and W_s) instead of "
         "one generator per weight type (the paper).",
+    )
+    shared_input: bool = Field(
+        default=True,
+        description="One input projection Linear(d_v → h_p) and one position embedding shared by "
+        "every delta type's decoder (the authors' release); false = one per type (checkpoints "
+        "written before checkpoint format 2).",
+    )
+    init_scheme: Literal["release", "pytorch_default"] = Field(
+        default="release",
+        description="Initialisation of a fresh generator: 'release' = the authors' (truncated "
+        "normal std 0.02 Linears with zero bias, Xavier attention in-projections, N(0, 1) "
+        "queries and positions); 'pytorch_default' = PyTorch's Linear defaults with std-0.02 "
+        "queries and positions (earlier versions; its k query outputs start near-identical).",
     )
     mlp_mode: Literal["parallel", "per_matrix"] = Field(
         default="parallel",

@@ -61,15 +61,19 @@ class VLoRAModel(MultimodalModel):
         self.deltas: dict[str, list[LowRankDelta]] = inject_deltas(
             llm, self.plan, config.generator.scale
         )
-        self.generator = PerceptualWeightsGenerator(
-            config.generator,
-            self.plan.types,
-            num_inserted_blocks=len(self.plan.blocks),
-            feature_dim=config.vision.feature_dim,
-            num_visual_tokens=config.vision.num_patches,
-        )
         param = next(llm.parameters())
-        if param.device.type != "meta":
+        # a weight-free (meta) model gets a weight-free generator: the paper's has 852M
+        # parameters, which would otherwise be allocated and initialised for nothing
+        on_meta = param.device.type == "meta"
+        with torch.device("meta") if on_meta else contextlib.nullcontext():
+            self.generator = PerceptualWeightsGenerator(
+                config.generator,
+                self.plan.types,
+                num_inserted_blocks=len(self.plan.blocks),
+                feature_dim=config.vision.feature_dim,
+                num_visual_tokens=config.vision.num_patches,
+            )
+        if not on_meta:
             self.generator.to(param.device)
         self._merged = False
 

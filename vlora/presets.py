@@ -98,7 +98,9 @@ def _vicuna7b_clip336() -> Preset:
         model=ModelConfig(
             vision=VisionEncoderConfig(
                 backend="open_clip",
-                name="ViT-L-14-336",
+                # OpenAI's weights were trained with QuickGELU; plain "ViT-L-14-336" builds
+                # nn.GELU around them (vlora/vision/activation.py)
+                name="ViT-L-14-336-quickgelu",
                 pretrained="openai",
                 image_size=336,
                 patch_size=14,

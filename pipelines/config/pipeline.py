@@ -56,6 +56,13 @@ class PipelineConfig(StageConfig):
     workdir: str = Field(
         description="Root of every stage output: a local folder or any fsspec URL (s3://…)."
     )
+    seed: int = Field(
+        default=0,
+        description="Seed of the run's training: the generator's (or projector's) initialisation "
+        "and the data order of pre-training and SFT, unless `pretrain.seed` / `sft.seed` are set. "
+        "Which images and conversations are used is `download.seed`'s, so runs with different "
+        "seeds share the download and features stages.",
+    )
     hub_downloads: bool | None = Field(
         default=None,
         description="Model weights from the Hugging Face hub: true = download what is missing "
@@ -132,6 +139,14 @@ class PipelineConfig(StageConfig):
                 f"registry.thresholds: {missing} name benchmarks that eval.benchmarks does not "
                 f"run ({', '.join(sorted(evaluated))})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _stage_seeds_from_run_seed(self) -> PipelineConfig:
+        # resolved once, here, so every consumer (stage keys, plans, datasets) sees an int
+        for section in (self.pretrain, self.sft):
+            if section.seed is None:
+                section.seed = self.seed
         return self
 
     @model_validator(mode="after")

@@ -72,7 +72,10 @@ class TrainConfig(StageConfig):
     gradient_checkpointing: bool | None = Field(
         default=None, description="Recompute LLM blocks in backward; None = on for SFT only."
     )
-    seed: int = Field(default=0)
+    seed: int | None = Field(
+        default=None,
+        description="Seed of this stage's initialisation and data order; None = the run's `seed`.",
+    )
     max_bad_fraction: float = Field(
         default=0.01,
         ge=0,

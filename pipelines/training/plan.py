@@ -165,7 +165,8 @@ def resolve_plan(
         adam_betas=config.adam_betas,
         max_grad_norm=config.max_grad_norm,
         gradient_checkpointing=checkpointing,
-        seed=config.seed,
+        # a TrainConfig inside a PipelineConfig always has its seed resolved; alone, seed 0
+        seed=config.seed if config.seed is not None else 0,
         checkpoint_every_steps=config.checkpoint_every_steps,
         report_every_steps=config.report_every_steps,
         rows_per_worker=rows_per_worker,

@@ -113,6 +113,41 @@ def test_save_and_load_give_identical_logits(cls, tmp_path) -> None:
     assert torch.equal(before, after)
 
 
+def test_format_1_checkpoint_loads_with_its_per_type_input_layout(tmp_path) -> None:
+    import json
+
+    config = VLoRAModel.from_preset("tiny-llama").config
+    config.generator.shared_input = False  # the layout every format-1 folder has
+    model = VLoRAModel.from_config(config)
+    perturb_w_s(model)
+    assert "decoders.q.input.input_proj.weight" in dict(model.generator.named_parameters())
+    saved = model.save_pretrained(tmp_path / "ckpt")
+    manifest_path = saved / "vlora_config.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 1  # written before these two fields existed
+    del manifest["model"]["generator"]["shared_input"]
+    del manifest["model"]["generator"]["init_scheme"]
+    manifest_path.write_text(json.dumps(manifest))
+    reloaded = VLoRAModel.from_pretrained(saved)
+    assert reloaded.config.generator.shared_input is False
+    ids, _, features = make_batch(model)
+    with torch.no_grad():
+        before = model(input_ids=ids, image_features=features).logits
+        after = reloaded(input_ids=ids, image_features=features).logits
+    assert torch.equal(before, after)
+
+
+def test_unknown_checkpoint_format_version_is_refused(tmp_path) -> None:
+    import json
+
+    saved = VLoRAModel.from_preset("tiny-llama").save_pretrained(tmp_path / "ckpt")
+    manifest = json.loads((saved / "vlora_config.json").read_text())
+    manifest["format_version"] = 99
+    (saved / "vlora_config.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="unsupported checkpoint format vlora-checkpoint v99"):
+        VLoRAModel.from_pretrained(saved)
+
+
 def test_untrained_reference_llm_is_not_copied_into_checkpoint(tmp_path) -> None:
     model = VLoRAModel.from_preset("tiny-llama")
     model.llm_modified = False  # as for a hub LLM that pre-training leaves frozen

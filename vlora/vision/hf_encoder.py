@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from vlora.config import VisionEncoderConfig
+from vlora.vision.activation import KNOWN_HF_TOWER_ACTIVATIONS, check_activation, module_activation
 from vlora.vision.base import VisionEncoder, check_tower_shape, layer_index
 
 RANDOM_INIT_SEED = 0
@@ -88,6 +89,7 @@ class HFVisionEncoder(VisionEncoder):
         fixed_size = None if hf.model_type == "dinov2" else hf.image_size
         check_tower_shape(config, hf.hidden_size, hf.patch_size, fixed_size)
         blocks, norm = _blocks_and_norm(model)
+        _check_tower_activation(config, module_activation(blocks[0]))
         keep = layer_index(config.feature_layer, len(blocks))
         del blocks[keep:]
         if config.apply_final_norm and norm is None:
@@ -101,3 +103,17 @@ class HFVisionEncoder(VisionEncoder):
         if self.final_norm is not None:
             hidden = self.final_norm(hidden)
         return hidden[:, self.config.num_prefix_tokens :]  # [B, L, d_v]
+
+
+def _check_tower_activation(config: VisionEncoderConfig, built: str) -> None:
+    """The tower's activation against its weights' (see vlora.vision.activation)."""
+    declared = (config.architecture or {}).get("hidden_act")
+    if declared is not None and declared != built:
+        # a real load builds the tower from the checkpoint's own config; the declared one is
+        # what weight-free builds and the FLOPs model use, so it must not disagree
+        raise ValueError(
+            f"vision.architecture.hidden_act: declares {declared}, but the weights at "
+            f"'{config.name}' use {built}"
+        )
+    field = "vision.architecture.hidden_act" if config.architecture else "vision.name"
+    check_activation(built, KNOWN_HF_TOWER_ACTIVATIONS.get(config.name), field)

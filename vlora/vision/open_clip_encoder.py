@@ -9,6 +9,12 @@ from __future__ import annotations
 import torch
 
 from vlora.config import VisionEncoderConfig
+from vlora.vision.activation import (
+    QUICK_GELU,
+    check_activation,
+    module_activation,
+    open_clip_pretrained_activation,
+)
 from vlora.vision.base import VisionEncoder, check_tower_shape, layer_index
 
 
@@ -17,6 +23,14 @@ class OpenClipVisionEncoder(VisionEncoder):
         super().__init__(config)
         import open_clip
 
+        expected = open_clip_pretrained_activation(config.name, config.pretrained)
+        hint = ""
+        if expected == QUICK_GELU and not config.name.endswith("-quickgelu"):
+            hint = f": use vision.name '{config.name}-quickgelu'"
+        model_config = open_clip.get_model_config(config.name) or {}
+        declared = QUICK_GELU if model_config.get("quick_gelu", False) else "gelu"
+        if model_config:  # before any weights are fetched
+            check_activation(declared, expected, "vision.name", hint)
         if meta:
             with torch.device("meta"):
                 clip = open_clip.create_model(config.name, pretrained=None, device="meta")
@@ -27,6 +41,9 @@ class OpenClipVisionEncoder(VisionEncoder):
         visual = clip.visual
         check_tower_shape(
             config, visual.transformer.width, visual.patch_size[0], visual.image_size[0]
+        )
+        check_activation(
+            module_activation(visual.transformer.resblocks[0]), expected, "vision.name", hint
         )
         num_blocks = len(visual.transformer.resblocks)
         self.block_index = layer_index(config.feature_layer, num_blocks) - 1  # 0-based block
