@@ -90,8 +90,9 @@ class VisualInput(nn.Module):
 class WeightsDecoder(nn.Module):
     """Queries and N blocks: projected visual features [B, L, h_p] → p_v [B, Q, h_p].
 
-    With `shared_input=False` (the layout of checkpoints written before format 2) the decoder
-    owns its input projection and positions and takes the raw features [B, L, d_v] instead.
+    With `own_input` (`shared_input=False`, the layout of checkpoints written before format 2)
+    the decoder owns its input projection and positions, under the parameter names those
+    checkpoints use (`input_proj`, `position_embedding`), and takes raw features [B, L, d_v].
     """
 
     def __init__(
@@ -104,14 +105,18 @@ class WeightsDecoder(nn.Module):
     ) -> None:
         super().__init__()
         dim = config.hidden_size
-        self.input = VisualInput(feature_dim, num_visual_tokens, dim) if own_input else None
+        self.input_proj: nn.Linear | None = None
+        self.position_embedding: nn.Parameter | None = None
+        if own_input:
+            self.input_proj = nn.Linear(feature_dim, dim)
+            self.position_embedding = nn.Parameter(torch.zeros(num_visual_tokens, dim))
         self.queries = nn.Parameter(torch.zeros(num_queries, dim))
         self.blocks = nn.ModuleList(GeneratorBlock(config) for _ in range(config.num_blocks))
         self.final_norm = nn.LayerNorm(dim)
 
     def forward(self, visual: torch.Tensor) -> torch.Tensor:
-        if self.input is not None:
-            visual = self.input(visual)  # [B, L, h_p]
+        if self.input_proj is not None:
+            visual = self.input_proj(visual) + self.position_embedding  # [B, L, h_p]
         queries = self.queries.unsqueeze(0).expand(visual.shape[0], -1, -1)  # [B, Q, h_p]
         for block in self.blocks:
             queries = block(queries, visual)
@@ -219,6 +224,9 @@ def init_release_(generator: nn.Module) -> None:
             nn.init.normal_(module.position_embedding, 0.0, 1.0)
         elif isinstance(module, WeightsDecoder):
             nn.init.normal_(module.queries, 0.0, 1.0)
+            if module.input_proj is not None:
+                _trunc_normal_linear(module.input_proj)
+                nn.init.normal_(module.position_embedding, 0.0, 1.0)
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -236,6 +244,8 @@ def init_pytorch_default_(generator: nn.Module) -> None:
             nn.init.normal_(module.position_embedding, 0.0, 0.02)
         elif isinstance(module, WeightsDecoder):
             nn.init.normal_(module.queries, 0.0, 0.02)
+            if module.position_embedding is not None:
+                nn.init.normal_(module.position_embedding, 0.0, 0.02)
 
 
 def _trunc_normal_linear(layer: nn.Linear) -> None:

@@ -120,7 +120,10 @@ def test_format_1_checkpoint_loads_with_its_per_type_input_layout(tmp_path) -> N
     config.generator.shared_input = False  # the layout every format-1 folder has
     model = VLoRAModel.from_config(config)
     perturb_w_s(model)
-    assert "decoders.q.input.input_proj.weight" in dict(model.generator.named_parameters())
+    # the parameter names of format-1 files, which this layout must keep
+    names = dict(model.generator.named_parameters())
+    assert {"decoders.q.input_proj.weight", "decoders.q.position_embedding"} <= set(names)
+    assert not any(name.startswith("input.") for name in names)
     saved = model.save_pretrained(tmp_path / "ckpt")
     manifest_path = saved / "vlora_config.json"
     manifest = json.loads(manifest_path.read_text())
