@@ -164,6 +164,14 @@ class EasyVQASft(StageConfig):
         description="Records without an image (questions about shapes and colours that need "
         "none), so the text-only path (ΔW = 0) is exercised.",
     )
+    yes_no: Literal["balanced", "as_asked"] = Field(
+        default="balanced",
+        description="easy-vqa's own yes/no questions name a random colour or shape, so 'is there "
+        "a red shape?' is false 7 times in 8 and a model can answer from the phrasing alone "
+        "(positive: 'no', negated: 'yes'), never looking at the image. 'balanced' keeps each "
+        "question's phrasing and names the image's true colour or shape in half of them; "
+        "'as_asked' keeps easy-vqa's questions.",
+    )
 
 
 SftSource = Annotated[NoSft | LlavaSft | EasyVQASft, Field(discriminator="kind")]

@@ -1,7 +1,11 @@
 """LLaVA-format SFT conversations generated from easy-vqa's TRAIN split (never its test split).
 
 One record per image, `turns_per_image` question/answer turns drawn (seeded) from the image's
-own easy-vqa questions plus one "describe the image" request. Like LLaVA-v1.5's VQA data, a
+own easy-vqa questions plus one "describe the image" request. With `yes_no: balanced` (the
+default) every yes/no question keeps its phrasing but names the image's true colour or shape
+with probability 1/2 (a seeded distractor otherwise), so its answer is yes or no equally often
+for every phrasing: easy-vqa's own questions name a random value, which makes "is there a red
+shape?" false 7 times in 8 and lets a model answer from the words alone. Like LLaVA-v1.5's VQA data, a
 share of the questions ask for "a single word or phrase" (answer: the easy-vqa answer, e.g.
 "Blue"); the others get a short, true sentence built from the image's shape and colour
 ("No. The image shows a red circle."). The first human turn starts with "<image>\\n".
@@ -11,6 +15,7 @@ Text-only records ask general questions about shapes and colours that need no im
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from pipelines.config.download import EasyVQASft
@@ -44,6 +49,30 @@ TEXT_ONLY = (
 )
 
 
+_NEGATION_RE = re.compile(r"\b(not|no)\b")
+
+
+def balanced_yes_no(q: Question, facts: ImageFacts, rng: random.Random) -> Question:
+    """The same phrasing, naming the true value or a distractor with equal probability.
+
+    Questions that name neither exactly one colour nor exactly one shape stay as asked.
+    """
+    words = re.findall(r"[a-z]+", q.text)
+    colors = [w for w in words if w in easyvqa.PALETTE]
+    shapes = [w for w in words if w in easyvqa.SHAPES]
+    if len(colors) + len(shapes) != 1:
+        return q
+    named, truth, choices = (
+        (colors[0], facts.color, tuple(easyvqa.PALETTE))
+        if colors
+        else (shapes[0], facts.shape, easyvqa.SHAPES)
+    )
+    value = truth if rng.random() < 0.5 else rng.choice([c for c in choices if c != truth])
+    text = re.sub(rf"\b{named}\b", value, q.text)
+    present = (value == truth) != (_NEGATION_RE.search(q.text) is not None)
+    return Question(text, "yes" if present else "no", q.image_id)
+
+
 def _question_text(q: Question) -> str:
     return q.text[:1].upper() + q.text[1:]
 
@@ -63,6 +92,8 @@ def description(facts: ImageFacts) -> str:
 def image_record(
     facts: ImageFacts, qs: list[Question], cfg: EasyVQASft, rng: random.Random
 ) -> dict[str, Any]:
+    if cfg.yes_no == "balanced":
+        qs = [balanced_yes_no(q, facts, rng) if q.answer in ("yes", "no") else q for q in qs]
     pool: list[Question | None] = [*qs, None]  # None: the "describe" request
     rng.shuffle(pool)
     conversations: list[dict[str, str]] = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import urllib.request
 from pathlib import Path
 
@@ -112,3 +114,54 @@ def test_prepared_sft_copies_train_images_only(tmp_path) -> None:
                 == (easyvqa.image_folder("train") / f"{image_id}.png").read_bytes()
             )
     assert not any("test" in str(p.relative_to(data.images_folder)) for p in copied)
+
+
+def _yes_no_turns(records: list[dict]) -> list[tuple[str, str]]:
+    pairs = []
+    for record in records:
+        turns = record["conversations"]
+        for human, gpt in zip(turns[::2], turns[1::2], strict=True):
+            answer = gpt["value"].split(".")[0].lower()
+            if answer in ("yes", "no"):
+                question = human["value"].removeprefix("<image>\n").split("\n")[0].lower()
+                pairs.append((question, answer))
+    return pairs
+
+
+def test_balanced_yes_no_answers_are_not_given_away_by_the_phrasing() -> None:
+    def polarity_counts(yes_no: str) -> dict[tuple[bool, str], int]:
+        cfg = EasyVQASft(images=400, turns_per_image=6, text_only_records=0, yes_no=yes_no)
+        records, _, _ = build_conversations(cfg, seed=0)
+        counts: dict[tuple[bool, str], int] = {}
+        for question, answer in _yes_no_turns(records):
+            key = (re.search(r"\b(not|no)\b", question) is not None, answer)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def share_no_when_positive(counts) -> float:
+        return counts[(False, "no")] / (counts[(False, "no")] + counts[(False, "yes")])
+
+    # easy-vqa as asked: a positive question is answered "no" about 4 times in 5
+    assert share_no_when_positive(polarity_counts("as_asked")) > 0.75
+    balanced = polarity_counts("balanced")
+    assert 0.4 < share_no_when_positive(balanced) < 0.6
+    negated_yes = balanced[(True, "yes")] / (balanced[(True, "yes")] + balanced[(True, "no")])
+    assert 0.4 < negated_yes < 0.6
+
+
+def test_balanced_yes_no_answers_are_true_of_the_image() -> None:
+    from pipelines.sources.easyvqa_sft import balanced_yes_no
+
+    facts = easyvqa.ImageFacts(7, "circle", "red")
+    rng = random.Random(0)
+    seen = set()
+    for text in ("is there a blue shape?", "is there not a triangle in the image?"):
+        for _ in range(40):
+            q = balanced_yes_no(easyvqa.Question(text, "no", 7), facts, rng)
+            named = "red" in q.text or "circle" in q.text
+            negated = " not " in q.text
+            assert q.answer == ("yes" if named != negated else "no"), q
+            seen.add((text, q.answer))
+    assert len(seen) == 4  # both answers for both phrasings
+    two_values = easyvqa.Question("is the red shape a circle?", "yes", 7)
+    assert balanced_yes_no(two_values, facts, rng) == two_values  # left as asked
