@@ -1,33 +1,42 @@
-"""Accuracy for cost on the local default: VLoRA vs the input-space baseline, same budget.
+"""Accuracy for cost on the local default: VLoRA vs the input-space baseline, over seeds.
 
-    python -m flows local                                                          # VLoRA run
-    python -m flows local --set design=input_space                                 # baseline
-    python benchmarks/accuracy_for_cost.py                                         # this table
+    .venv/bin/python benchmarks/accuracy_for_cost.py run       # trains and evaluates what is missing
+    .venv/bin/python benchmarks/accuracy_for_cost.py report    # results/accuracy_for_cost.{json,md,png}
 
-Reads the two finished pipeline runs (nothing is trained or evaluated here): the stage results
-are found exactly as the pipeline finds them, from the config (`load_pipeline_config(config,
-overrides)` with `workdir=` and `design=` set per run, then `pipelines.core.chain.
-finished_result`), so a result of another config in the same workdir is never picked up. Per
-design: EasyVQA_TEST accuracy (exact match, %), EasyVQA_YORN (MME-style acc + acc+, max 400),
-the wall seconds of the pretrain, sft and eval stages (from their manifests), steps and global
-batch (the budget: the two runs must match), trainable parameters per phase (pre-training: the
-bridge; SFT: bridge + LLM; counted on a meta-device build of the run's model config), and the
-LLM prefill cost per sample from the paper's formulas (vlora.flops) at the run's L visual tokens
-and `--text-tokens` C, with the bridge (generator or projector) per image beside it.
-A run that is not finished fails with the stage, the workdir and the command that produces it.
-Writes benchmarks/results/accuracy_for_cost.{json,md}.
+The experiment is a grid (`benchmarks/accuracy_for_cost.yaml`): arms (a design plus overrides,
+e.g. more pre-training epochs) × seeds (the run config's `seed`: generator or projector init
+and the data order of both training stages), all in one workdir, so the download and features
+stages are shared. `run` starts `python -m flows <config> --stages download … eval` for every
+(arm, seed) in turn; finished stages are cached no-ops, so it resumes where it stopped. `report`
+reads only finished results, found exactly as the pipeline finds them (`finished_result` on the
+run's config), and writes every run (its arm, design and seed) and per arm the mean, min and max
+over seeds of: EasyVQA_TEST accuracy (overall and per category), EasyVQA_YORN (MME acc + acc+,
+max 400), the stages' wall seconds, the last pre-training loss. Beside them:
+
+* the sampling error of the evaluated images: a bootstrap over test images (their questions
+  resampled together) of each run's score, and of the difference between two arms' means;
+* references that need no image: each category's most frequent answer, and the majority answer
+  per question phrasing in easy-vqa's train split (what reading the question alone gives);
+* the goal: VLoRA within 2 points of the baseline's mean at no more than half its training
+  time, or above the baseline at equal time.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import csv
 import math
+import re
 import shlex
+import subprocess
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,331 +45,572 @@ from benchmarks import common
 from vlora.utils.env import apply_offline_defaults
 
 NAME = "accuracy_for_cost"
+GRID_FILE = Path(__file__).with_name(f"{NAME}.yaml")
 STAGES = ("download", "features", "pretrain", "sft", "eval")
-DESIGNS = ("vlora", "input_space")
-TEST_METRIC = "EasyVQA_TEST/Overall"
-YORN_METRICS = ("EasyVQA_YORN/total", "EasyVQA_YORN/perception")  # perception = total here
+TEST, YORN = "EasyVQA_TEST", "EasyVQA_YORN"
+BOOTSTRAP_SAMPLES = 2000
+GOAL_POINTS = 2.0
+
+
+class Arm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    design: str = Field(description="vlora or input_space")
+    overrides: list[str] = Field(default_factory=list, description="`--set` overrides of the arm")
+    equal_time_with: str | None = Field(
+        default=None, description="The arm whose training seconds this arm is meant to match."
+    )
+
+
+class Grid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="Named pipeline config or YAML of every run.")
+    workdir: str = Field(description="One workdir for every run (data stages shared).")
+    seeds: list[int] = Field(min_length=1)
+    overrides: list[str] = Field(default_factory=list, description="Overrides of every run.")
+    arms: dict[str, Arm] = Field(min_length=1)
 
 
 class RunNotFinishedError(FileNotFoundError):
-    """A pipeline run whose stages are not all finished (names the stage and the command)."""
+    """A run whose stages are not all finished (names the stage and the command)."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config", default="local", help="named pipeline config or YAML of both runs")
-    p.add_argument("--vlora-workdir", default="runs/local")
-    p.add_argument(
-        "--baseline-workdir",
-        default="runs/local",
-        help="the baseline's workdir; the same as VLoRA's by default, so download and features "
-        "are shared (their keys do not depend on the design)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="a.b=value override both runs were made with (as `python -m flows --set`)",
-    )
-    p.add_argument("--text-tokens", type=int, default=32, help="C of the prefill FLOPs per sample")
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
-    return p.parse_args(argv)
+def load_grid(path: str | Path) -> Grid:
+    return Grid.model_validate(yaml.safe_load(Path(path).read_text()))
 
 
-# ----- the runs --------------------------------------------------------------------------------
-def run_overrides(args: argparse.Namespace, design: str) -> list[str]:
-    workdir = args.vlora_workdir if design == "vlora" else args.baseline_workdir
-    return [*args.overrides, f"design={design}", f"workdir={workdir}"]
+def run_overrides(grid: Grid, arm: Arm, seed: int) -> list[str]:
+    return [
+        *grid.overrides,
+        *arm.overrides,
+        f"design={arm.design}",
+        f"seed={seed}",
+        f"workdir={grid.workdir}",
+    ]
 
 
-def flows_command(args: argparse.Namespace, design: str) -> str:
-    """The `python -m flows` command that produces this design's run (defaults left out)."""
+def flows_argv(grid: Grid, arm: Arm, seed: int) -> list[str]:
+    sets = [arg for item in run_overrides(grid, arm, seed) for arg in ("--set", item)]
+    return ["-m", "flows", grid.config, "--stages", *STAGES, *sets]
+
+
+def flows_command(grid: Grid, arm: Arm, seed: int) -> str:
+    return " ".join(["python", *(shlex.quote(a) for a in flows_argv(grid, arm, seed))])
+
+
+def run_config(grid: Grid, arm: Arm, seed: int) -> Any:
     from pipelines.config import load_pipeline_config
 
-    default = load_pipeline_config(args.config, list(args.overrides))
-    workdir = args.vlora_workdir if design == "vlora" else args.baseline_workdir
-    sets = list(args.overrides)
-    if design != default.design:
-        sets.append(f"design={design}")
-    # compare resolved paths: the config makes a relative workdir absolute
-    if load_pipeline_config(args.config, [*args.overrides, f"workdir={workdir}"]).workdir != (
-        default.workdir
-    ):
-        sets.append(f"workdir={workdir}")
-    return " ".join(
-        ["python -m flows", shlex.quote(args.config), *(f"--set {shlex.quote(s)}" for s in sets)]
-    )
+    return load_pipeline_config(grid.config, run_overrides(grid, arm, seed))
 
 
-def finished_stages(args: argparse.Namespace, design: str) -> tuple[Any, dict[str, Any]]:
-    """(config, {stage: StageResult}) of one run; RunNotFinishedError names what is missing."""
-    from pipelines.config import load_pipeline_config
-    from pipelines.core import fs
+def finished_stages(grid: Grid, arm_name: str, seed: int) -> tuple[Any, dict[str, Any]]:
     from pipelines.core.chain import finished_result
 
-    config = load_pipeline_config(args.config, run_overrides(args, design))
-    command = flows_command(args, design)
-    if not fs.exists(config.workdir):
-        raise RunNotFinishedError(
-            f"the {design} run has no workdir '{config.workdir}' (config {args.config}): "
-            f"produce it with `{command}`"
-        )
+    arm = grid.arms[arm_name]
+    config = run_config(grid, arm, seed)
     results = {}
     for stage in STAGES:
         try:
             results[stage] = finished_result(config, stage)
         except FileNotFoundError as err:
             raise RunNotFinishedError(
-                f"the {design} run in '{config.workdir}' (config {args.config}) has no finished "
-                f"'{stage}' stage ({err}); finish it with `{command}`"
+                f"arm '{arm_name}' seed {seed}: no finished '{stage}' stage in "
+                f"'{config.workdir}' ({err}); produce it with `{flows_command(grid, arm, seed)}`"
             ) from None
     return config, results
 
 
-# ----- costs -----------------------------------------------------------------------------------
-def trainable_params(config: Any) -> dict[str, int]:
-    """Trainable parameters per phase, counted on a meta-device build of the run's model."""
-    from vlora.baseline import InputSpaceModel
-    from vlora.model import VLoRAModel
-    from vlora.model_base import count_parameters
+# ----- per-image scores from the eval stage's TSV and predictions ------------------------------
+def _read_tsv(path: str) -> list[dict[str, str]]:
+    from pipelines.core import fs
 
-    cls = VLoRAModel if config.design == "vlora" else InputSpaceModel
-    model = cls.from_config(config.model_config_for_run(), meta=True)
-    bridge = sum(count_parameters(m) for m in model.bridge_modules().values())
-    return {"pretrain": bridge, "sft": bridge + count_parameters(model.llm)}
+    csv.field_size_limit(1 << 30)  # base64 image cells
+    filesystem, local = fs.filesystem(path)
+    with filesystem.open(local, "r", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
 
 
-def prefill_cost(config: Any, text_tokens: int) -> dict[str, Any]:
-    """LLM prefill GFLOPs per sample (vlora.flops) and the bridge's GFLOPs per image."""
-    from vlora.flops import generator_flops, input_space_flops, vlora_flops
+def _benchmark_files(ev: Any, key: str) -> tuple[list[dict[str, str]], dict[str, str]]:
+    from pipelines.core import fs
+    from pipelines.evaluation.outputs import predictions_url, read_predictions, scores_url
+
+    record = fs.read_json(scores_url(ev.output_dir, key))
+    return _read_tsv(record["data"]), read_predictions(predictions_url(ev.output_dir, key))
+
+
+def image_key(row: dict[str, str]) -> str:
+    """The test image of a row (YORN's `color/17.png` and `shape/17.png` are image 17)."""
+    return Path(row["image_path"]).stem
+
+
+def test_hits_by_image(rows: list[dict[str, str]], predictions: dict[str, str]) -> dict[str, Any]:
+    """{image: [right, asked]} for EasyVQA_TEST, with the scorer's own normalisation."""
+    from vlora.eval.metrics_vqa import normalise_short_answer
+
+    per_image: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        right = normalise_short_answer(predictions.get(row["index"], "")) == (
+            normalise_short_answer(row["answer"])
+        )
+        per_image[image_key(row)][0] += int(right)
+        per_image[image_key(row)][1] += 1
+    return dict(per_image)
+
+
+def yorn_score_by_image(
+    rows: list[dict[str, str]], predictions: dict[str, str]
+) -> dict[str, float]:
+    """Each image's share of the MME score (acc + acc+ per subtask, summed over subtasks):
+    with every image holding one pair per subtask, the benchmark score is their mean."""
+    from vlora.eval.extraction import extract_yes_no
+
+    hits: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        verdict = extract_yes_no(predictions.get(row["index"], ""))
+        hits[image_key(row)][row["category"]].append(int(verdict == row["answer"].strip()))
+    return {
+        image: sum(100.0 * np.mean(h) + 100.0 * all(h) for h in by_category.values())
+        for image, by_category in hits.items()
+    }
+
+
+def bootstrap_images(images: list[str], seed: int = 0) -> np.ndarray:
+    """Resampled image positions [BOOTSTRAP_SAMPLES, n] (the same draws for every run)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, len(images), size=(BOOTSTRAP_SAMPLES, len(images)))
+
+
+def test_score_samples(per_image: dict[str, Any], images: list[str], draws: np.ndarray):
+    right = np.array([per_image[i][0] for i in images], dtype=float)
+    asked = np.array([per_image[i][1] for i in images], dtype=float)
+    return 100.0 * right[draws].sum(axis=1) / asked[draws].sum(axis=1)  # [samples]
+
+
+def yorn_score_samples(per_image: dict[str, float], images: list[str], draws: np.ndarray):
+    return np.array([per_image[i] for i in images])[draws].mean(axis=1)  # [samples]
+
+
+# ----- references that need no image -----------------------------------------------------------
+_VALUE_WORDS = re.compile(
+    r"\b(circle|rectangle|triangle|black|blue|brown|gray|green|red|teal|yellow)\b"
+)
+
+
+def phrasing(question: str) -> str:
+    return _VALUE_WORDS.sub("{}", question.lower().strip())
+
+
+def no_image_references(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Accuracy (%) without the image: per category the most frequent answer of these rows, and
+    per phrasing the majority answer of easy-vqa's train questions (a text-only prior)."""
+    from pipelines.sources import easyvqa
+
+    by_category: dict[str, Counter] = defaultdict(Counter)
+    for row in rows:
+        by_category[row["category"]][row["answer"].strip().lower()] += 1
+    majority = {c: 100.0 * max(n.values()) / sum(n.values()) for c, n in by_category.items()}
+    total = sum(sum(n.values()) for n in by_category.values())
+    majority["Overall"] = 100.0 * sum(max(n.values()) for n in by_category.values()) / total
+    train: dict[str, Counter] = defaultdict(Counter)
+    for q in easyvqa.questions("train"):
+        train[phrasing(q.text)][q.answer] += 1
+    prior_hits: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        counts = train.get(phrasing(row["question"]))
+        guess = counts.most_common(1)[0][0] if counts else ""
+        prior_hits[row["category"]].append(int(guess == row["answer"].strip().lower()))
+    prior = {c: 100.0 * float(np.mean(h)) for c, h in prior_hits.items()}
+    prior["Overall"] = 100.0 * float(np.mean([h for hs in prior_hits.values() for h in hs]))
+    return {"category_majority": _sorted(majority), "phrasing_prior": _sorted(prior)}
+
+
+def _sorted(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(values[k], 2) for k in sorted(values)}
+
+
+# ----- one run ---------------------------------------------------------------------------------
+def run_record(grid: Grid, arm_name: str, seed: int) -> dict[str, Any]:
+    """Everything the report needs of one finished run; per-image scores for the bootstrap."""
+    config, results = finished_stages(grid, arm_name, seed)
+    ev = results["eval"]
+    test_rows, test_predictions = _benchmark_files(ev, TEST)
+    yorn_rows, yorn_predictions = _benchmark_files(ev, YORN)
+    test_scores = _scores(ev, TEST)
+    seconds = {stage: round(float(r.seconds), 1) for stage, r in results.items()}
+    return {
+        "arm": arm_name,
+        "design": grid.arms[arm_name].design,
+        "seed": seed,
+        "command": flows_command(grid, grid.arms[arm_name], seed),
+        "easyvqa_test": float(ev.metrics[f"{TEST}/Overall"]),
+        "easyvqa_test_by_category": {
+            k: float(v) for k, v in sorted(test_scores.get("category", {}).items())
+        },
+        "easyvqa_yorn": float(ev.metrics[f"{YORN}/total"]),
+        "easyvqa_yorn_by_subtask": {
+            k: v["score"] for k, v in sorted(_scores(ev, YORN).get("subtasks", {}).items())
+        },
+        "questions": {TEST: len(test_rows), YORN: len(yorn_rows)},
+        "seconds": seconds,
+        "train_seconds": round(seconds["pretrain"] + seconds["sft"], 1),
+        "pretrain_loss_last": results["pretrain"].summary.get("loss_last"),
+        "steps": {p: results[p].summary.get("steps") for p in ("pretrain", "sft")},
+        "global_batch": {
+            p: results[p].summary.get("global_batch_size") for p in ("pretrain", "sft")
+        },
+        "result_dirs": {stage: r.output_dir for stage, r in results.items()},
+        "cost": prefill_cost(config),
+        # kept out of the JSON (large); used for the bootstrap and the references
+        "_test_by_image": test_hits_by_image(test_rows, test_predictions),
+        "_yorn_by_image": yorn_score_by_image(yorn_rows, yorn_predictions),
+        "_test_rows": test_rows,
+    }
+
+
+def _scores(ev: Any, key: str) -> dict[str, Any]:
+    from pipelines.core import fs
+    from pipelines.evaluation.outputs import scores_url
+
+    return fs.read_json(scores_url(ev.output_dir, key)).get("scores", {})
+
+
+def prefill_cost(config: Any, text_tokens: int = 32) -> dict[str, Any]:
+    """LLM prefill GFLOPs per sample at C text tokens (the paper's formulas, vlora.flops)."""
+    from vlora.flops import input_space_flops, vlora_flops
 
     model = config.model_config_for_run()
     arch = model.llm.architecture or {}
     d, h = int(arch["num_hidden_layers"]), int(arch["hidden_size"])
-    length, dv = model.vision.num_patches, model.vision.feature_dim
-    out: dict[str, Any] = {"text_tokens": text_tokens, "visual_tokens": length, "d": d, "h": h}
+    visual = model.vision.num_patches
     if config.design == "vlora":
         k = len(model.generator.resolve_blocks(d))
-        out["llm_prefill_gflop"] = vlora_flops(d, h, text_tokens, k, model.generator.rank) / 1e9
-        out["bridge"] = "generator"
-        out["bridge_gflop_per_image"] = (
-            generator_flops(model.generator, model.vision, arch, k) / 1e9
-        )
-        out["formula"] = "24C·d·h² + 4C²·d·h + 24k·r·h² + 12k·h² (merged)"
+        gflop = vlora_flops(d, h, text_tokens, k, model.generator.rank) / 1e9
     else:
-        out["llm_prefill_gflop"] = input_space_flops(d, h, text_tokens, length) / 1e9
-        out["bridge"] = "projector"
-        hidden = dv * h + (h * h if model.projector.kind == "mlp2x_gelu" else 0)
-        out["bridge_gflop_per_image"] = 2 * length * hidden / 1e9
-        out["formula"] = "24(L+C)·d·h² + 4(L+C)²·d·h"
-    return out
+        gflop = input_space_flops(d, h, text_tokens, visual) / 1e9
+    return {"text_tokens": text_tokens, "visual_tokens": visual, "llm_prefill_gflop": gflop}
 
 
-def _metric(metrics: dict[str, float], names: tuple[str, ...]) -> float:
-    for name in names:
-        if name in metrics:
-            return float(metrics[name])
-    return float("nan")
-
-
-def _test_record(ev: Any) -> dict[str, Any]:
-    """EasyVQA_TEST's record in the eval stage's scores.json ({} when absent)."""
-    from pipelines.core import fs
-
-    path = ev.artifacts.get("scores")
-    if not path or not fs.exists(path):
-        return {}
-    return fs.read_json(path).get(TEST_METRIC.split("/")[0], {})
-
-
-def test_categories(record: dict[str, Any]) -> dict[str, float]:
-    """EasyVQA_TEST accuracy per question category: the scorer's own breakdown."""
-    category = record.get("scores", {}).get("category", {})
-    return {name: float(value) for name, value in sorted(category.items())}
-
-
-def majority_baseline(record: dict[str, Any]) -> dict[str, float]:
-    """Accuracy (%) of always giving each category's most frequent answer, from the evaluated
-    TSV: the level a model reaches without looking at the image. Empty without the TSV."""
-    from pipelines.core import fs
-
-    data = record.get("data")
-    if not data or not fs.exists(data):
-        return {}
-    csv.field_size_limit(1 << 30)  # base64 image cells
-    answers: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    filesystem, path = fs.filesystem(data)
-    with filesystem.open(path, "r", newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            answers[row["category"]][row["answer"].strip().lower()] += 1
-    out = {c: 100.0 * max(n.values()) / sum(n.values()) for c, n in sorted(answers.items())}
-    total = sum(sum(n.values()) for n in answers.values())
-    out["Overall"] = 100.0 * sum(max(n.values()) for n in answers.values()) / total
-    return out
-
-
-def design_row(args: argparse.Namespace, design: str) -> dict[str, Any]:
-    config, results = finished_stages(args, design)
-    ev, pre, sft = results["eval"], results["pretrain"], results["sft"]
-    test_record = _test_record(ev)
-    seconds = {stage: float(r.seconds) for stage, r in results.items()}
-
-    def budget(result: Any) -> dict[str, Any]:
-        s = result.summary
-        return {
-            key: s.get(key)
-            for key in ("steps", "global_batch_size", "workers", "device", "strategy", "precision")
-        } | {"loss_last": s.get("loss_last")}
-
-    params = {
-        phase: int(results[phase].summary["trainable_params"])
-        for phase in ("pretrain", "sft")
-        if "trainable_params" in results[phase].summary
-    }
-    if len(params) < 2:
-        params = {**trainable_params(config), **params}
-    evaluated = {
-        key: info.get("rows_evaluated")
-        for key, info in ev.summary.get("benchmarks", {}).items()
-        if isinstance(info, dict)
-    }
+# ----- arms, sampling error, goal --------------------------------------------------------------
+def spread(values: list[float]) -> dict[str, float]:
+    array = np.array(values, dtype=float)
     return {
-        "design": design,
-        "workdir": config.workdir,
-        "command": flows_command(args, design),
-        "easyvqa_test_overall": _metric(ev.metrics, (TEST_METRIC,)),
-        "easyvqa_test_by_category": test_categories(test_record),
-        "easyvqa_test_majority_answer": majority_baseline(test_record),
-        "easyvqa_yorn_total": _metric(ev.metrics, YORN_METRICS),
-        "rows_evaluated": evaluated,
-        "seconds": seconds,
-        "train_seconds": seconds["pretrain"] + seconds["sft"],
-        "pretrain": budget(pre),
-        "sft": budget(sft),
-        "trainable_params": params,
-        "cost": prefill_cost(config, args.text_tokens),
-        "result_dirs": {stage: r.output_dir for stage, r in results.items()},
-        "eval_metrics": dict(ev.metrics),
+        "mean": round(float(array.mean()), 2),
+        "min": round(float(array.min()), 2),
+        "max": round(float(array.max()), 2),
+        "std": round(float(array.std(ddof=1)), 2) if len(array) > 1 else float("nan"),
+        "n": len(array),
     }
 
 
-def same_budget(rows: dict[str, dict[str, Any]]) -> bool:
-    keys = ("steps", "global_batch_size")
-    v, b = rows["vlora"], rows["input_space"]
-    return all(v[phase][k] == b[phase][k] for phase in ("pretrain", "sft") for k in keys)
+def arm_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    categories = sorted({c for r in runs for c in r["easyvqa_test_by_category"]})
+    return {
+        "design": runs[0]["design"],
+        "seeds": [r["seed"] for r in runs],
+        "easyvqa_test": spread([r["easyvqa_test"] for r in runs]),
+        "easyvqa_test_by_category": {
+            c: spread([r["easyvqa_test_by_category"].get(c, float("nan")) for r in runs])
+            for c in categories
+        },
+        "easyvqa_yorn": spread([r["easyvqa_yorn"] for r in runs]),
+        "train_seconds": spread([r["train_seconds"] for r in runs]),
+        "eval_seconds": spread([r["seconds"]["eval"] for r in runs]),
+        "pretrain_loss_last": spread([r["pretrain_loss_last"] or float("nan") for r in runs]),
+        "steps": runs[0]["steps"],
+        "global_batch": runs[0]["global_batch"],
+        "llm_prefill_gflop": runs[0]["cost"]["llm_prefill_gflop"],
+    }
 
 
-# ----- report -----------------------------------------------------------------------------------
-HEADERS = [
-    "design",
-    "EasyVQA_TEST Overall %",
-    "by category %",
-    "EasyVQA_YORN total (/400)",
-    "pretrain s",
-    "sft s",
-    "eval s",
-    "steps pretrain / sft (× batch)",
-    "trainable params pretrain / sft",
-    "LLM prefill GFLOP/sample",
-    "bridge GFLOP/image",
-]
+def sampling_error(
+    by_arm: dict[str, list[dict[str, Any]]], pairs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Bootstrap over the evaluated images: the standard error of one run's score, and of the
+    difference between two arms' means (each resample scores every run on the same images)."""
+    runs = [r for arm_runs in by_arm.values() for r in arm_runs]
+    images = sorted(runs[0]["_test_by_image"])
+    if any(sorted(r["_test_by_image"]) != images for r in runs):
+        raise ValueError("the runs were evaluated on different images: compare like with like")
+    yorn_images = sorted(runs[0]["_yorn_by_image"])
+    draws, yorn_draws = bootstrap_images(images), bootstrap_images(yorn_images, seed=1)
+    test = {
+        arm: np.mean([test_score_samples(r["_test_by_image"], images, draws) for r in rs], axis=0)
+        for arm, rs in by_arm.items()
+    }
+    yorn = {
+        arm: np.mean(
+            [yorn_score_samples(r["_yorn_by_image"], yorn_images, yorn_draws) for r in rs], axis=0
+        )
+        for arm, rs in by_arm.items()
+    }
+    single = [float(np.std(test_score_samples(r["_test_by_image"], images, draws))) for r in runs]
+    return {
+        "images": {TEST: len(images), YORN: len(yorn_images)},
+        "bootstrap_samples": BOOTSTRAP_SAMPLES,
+        "easyvqa_test_run_se": round(float(np.mean(single)), 2),
+        "differences": {
+            f"{a} - {b}": {
+                "easyvqa_test_se": round(float(np.std(test[a] - test[b])), 2),
+                "easyvqa_yorn_se": round(float(np.std(yorn[a] - yorn[b])), 2),
+            }
+            for a, b in pairs
+        },
+    }
 
 
-def _steps(row: dict[str, Any]) -> str:
-    pre, sft = row["pretrain"], row["sft"]
-    return f"{pre['steps']} (×{pre['global_batch_size']}) / {sft['steps']} (×{sft['global_batch_size']})"
+def goal(arms: dict[str, dict[str, Any]], grid: Grid) -> dict[str, Any]:
+    """Within 2 points of the baseline's mean at ≤ half its training time, or higher at equal
+    time: checked for every VLoRA arm against the baseline arm(s)."""
+    out = {}
+    for name, arm in arms.items():
+        if arm["design"] != "vlora":
+            continue
+        for base_name, base in arms.items():
+            if base["design"] != "input_space":
+                continue
+            gap = arm["easyvqa_test"]["mean"] - base["easyvqa_test"]["mean"]
+            base_seconds = base["train_seconds"]["mean"]
+            time_ratio = arm["train_seconds"]["mean"] / base_seconds if base_seconds else math.nan
+            equal_time = grid.arms[name].equal_time_with == base_name
+            met = (gap > 0) if equal_time else (gap >= -GOAL_POINTS and time_ratio <= 0.5)
+            out[f"{name} vs {base_name}"] = {
+                "criterion": "higher at equal time"
+                if equal_time
+                else f"within {GOAL_POINTS:g} points at ≤ half the training time",
+                "easyvqa_test_gap_points": round(gap, 2),
+                "train_time_ratio": round(time_ratio, 3),
+                "met": bool(met),
+            }
+    return out
+
+
+# ----- report ----------------------------------------------------------------------------------
+def report(grid: Grid, out: str | Path) -> dict[str, Any]:
+    runs_by_arm: dict[str, list[dict[str, Any]]] = {}
+    missing = []
+    for arm_name in grid.arms:
+        for seed in grid.seeds:
+            try:
+                runs_by_arm.setdefault(arm_name, []).append(run_record(grid, arm_name, seed))
+            except RunNotFinishedError as err:
+                missing.append(str(err))
+    if missing:
+        raise RunNotFinishedError("; ".join(missing))
+    arms = {name: arm_summary(runs) for name, runs in runs_by_arm.items()}
+    baselines = [n for n, a in grid.arms.items() if a.design == "input_space"]
+    pairs = [(n, b) for n, a in grid.arms.items() if a.design == "vlora" for b in baselines]
+    first = next(iter(runs_by_arm.values()))[0]
+    result = {
+        "benchmark": NAME,
+        "grid": grid.model_dump(),
+        "arms": arms,
+        "runs": [
+            {k: v for k, v in r.items() if not k.startswith("_")}
+            for runs in runs_by_arm.values()
+            for r in runs
+        ],
+        "sampling_error": sampling_error(runs_by_arm, pairs),
+        "no_image_references": no_image_references(first["_test_rows"]),
+        "goal": goal(arms, grid),
+    }
+    text = markdown(result)
+    json_path, md_path = common.write_results(out, NAME, result, text)
+    png = plot(result, Path(out) / f"{NAME}.png")
+    print(text)
+    print(f"wrote {json_path}, {md_path} and {png}")
+    return result
+
+
+def _range(s: dict[str, float], digits: int = 1) -> str:
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = result["designs"]
-    table = [
-        [
-            name,
-            r["easyvqa_test_overall"],
-            _categories(r["easyvqa_test_by_category"]),
-            r["easyvqa_yorn_total"],
-            r["seconds"]["pretrain"],
-            r["seconds"]["sft"],
-            r["seconds"]["eval"],
-            _steps(r),
-            f"{r['trainable_params']['pretrain']:,d} / {r['trainable_params']['sft']:,d}",
-            r["cost"]["llm_prefill_gflop"],
-            r["cost"]["bridge_gflop_per_image"],
-        ]
-        for name, r in rows.items()
+    arms, grid, error = result["arms"], result["grid"], result["sampling_error"]
+    headers = [
+        "arm",
+        "design",
+        "runs",
+        "EasyVQA_TEST % mean [min–max]",
+        "seed std",
+        "shape / colour / yes-no %",
+        "EasyVQA_YORN (/400)",
+        "train s",
+        "eval s",
+        "steps pretrain / sft",
+        "last pretrain loss",
+        "LLM prefill GFLOP/sample (C=32)",
     ]
-    v, b = rows["vlora"], rows["input_space"]
-    diff = v["easyvqa_test_overall"] - b["easyvqa_test_overall"]
-    cost = v["cost"]
-    commands = "\n".join(f"    {r['command']}" for r in rows.values())
-    budget = (
-        "Same budget: both runs have the same steps and global batch in pre-training and SFT."
-        if result["same_budget"]
-        else "**Budgets differ** (steps or global batch): the comparison is not like for like."
+    rows = []
+    for name, a in arms.items():
+        cats = a["easyvqa_test_by_category"]
+        rows.append(
+            [
+                name,
+                a["design"],
+                a["easyvqa_test"]["n"],
+                _range(a["easyvqa_test"]),
+                a["easyvqa_test"]["std"],
+                " / ".join(
+                    f"{cats[c]['mean']:.1f}" if c in cats else "–"
+                    for c in ("shape", "color", "yes/no")
+                ),
+                _range(a["easyvqa_yorn"]),
+                _range(a["train_seconds"], 0),
+                _range(a["eval_seconds"], 0),
+                f"{a['steps']['pretrain']} / {a['steps']['sft']}",
+                _range(a["pretrain_loss_last"], 3),
+                a["llm_prefill_gflop"],
+            ]
+        )
+    run_rows = [
+        [
+            r["arm"],
+            r["design"],
+            r["seed"],
+            r["easyvqa_test"],
+            " / ".join(
+                f"{r['easyvqa_test_by_category'].get(c, float('nan')):.1f}"
+                for c in ("shape", "color", "yes/no")
+            ),
+            r["easyvqa_yorn"],
+            r["train_seconds"],
+            r["pretrain_loss_last"],
+        ]
+        for r in result["runs"]
+    ]
+    refs = result["no_image_references"]
+    goal_lines = [
+        f"- {pair}: {g['criterion']}: gap {g['easyvqa_test_gap_points']:+.1f} points at "
+        f"{g['train_time_ratio']:.2f}× the training time: **{'met' if g['met'] else 'missed'}**"
+        for pair, g in result["goal"].items()
+    ]
+    diffs = "; ".join(
+        f"{pair}: ±{d['easyvqa_test_se']} points (YORN ±{d['easyvqa_yorn_se']})"
+        for pair, d in error["differences"].items()
     )
+    commands = "\n".join(f"    {r['command']}" for r in result["runs"])
     return "\n\n".join(
         [
             "# Accuracy for cost: VLoRA vs the input-space baseline (local default)",
-            f"Config `{result['config']}`; the two runs come from:\n\n{commands}",
-            common.md_table(HEADERS, table),
-            budget + f" EasyVQA_TEST: VLoRA {'+' if diff >= 0 else ''}{_fmt(diff)} points vs the "
-            f"baseline; training (pretrain + sft) {_fmt(v['train_seconds'])} s vs "
-            f"{_fmt(b['train_seconds'])} s (ratio {_fmt(_ratio(v['train_seconds'], b['train_seconds']))}); "
-            f"eval {_fmt(v['seconds']['eval'])} s vs {_fmt(b['seconds']['eval'])} s.",
-            _majority_sentence(v["easyvqa_test_majority_answer"]),
-            f"Prefill GFLOPs per sample are the paper's formulas (vlora.flops, LLM only) at "
-            f"C={cost['text_tokens']} text tokens and L={cost['visual_tokens']} visual tokens "
-            f"(d={cost['d']}, h={cost['h']}); VLoRA merged sees C tokens, the baseline L + C. The "
-            "bridge (generator or projector) runs once per image. Seconds are the stages' wall "
-            "times from their manifests (the attempt that finished each stage; a resumed stage "
-            "counts its last attempt only), on the machine that ran them.",
+            f"Config `{grid['config']}`, workdir `{grid['workdir']}`, seeds {grid['seeds']}; "
+            "each arm's runs differ only in `seed` (initialisation and data order).",
+            common.md_table(headers, rows),
+            "Goal:\n" + "\n".join(goal_lines),
+            f"Sampling error of the evaluated images (bootstrap over {error['images'][TEST]} "
+            f"test images, {error['bootstrap_samples']} resamples): ±{error['easyvqa_test_run_se']} "
+            f"points for one run's EasyVQA_TEST; for the difference of two arms' means on the "
+            f"same images: {diffs}. The seed spread above is the larger source of variation.",
+            "Without the image: each category's most frequent answer scores "
+            f"{_cats(refs['category_majority'])}; answering each question by the majority "
+            "answer of its phrasing in easy-vqa's train split (the question alone) scores "
+            f"{_cats(refs['phrasing_prior'])}.",
+            "## Every run\n\n"
+            + common.md_table(
+                [
+                    "arm",
+                    "design",
+                    "seed",
+                    "EasyVQA_TEST %",
+                    "shape / colour / yes-no %",
+                    "EasyVQA_YORN",
+                    "train s",
+                    "last pretrain loss",
+                ],
+                run_rows,
+            ),
+            f"Commands (`run` starts each in turn):\n\n{commands}",
+            "Seconds are the stages' wall times from their manifests, on the machine that ran "
+            "them; LLM prefill GFLOPs are the paper's formulas (vlora.flops) at C = 32 text "
+            "tokens and the run's L visual tokens (VLoRA merged: C tokens; baseline: L + C).",
         ]
     )
 
 
-def _majority_sentence(majority: dict[str, float]) -> str:
-    if not majority:
-        return "No evaluated TSV found: no majority-answer reference."
-    return (
-        "Always giving each category's most frequent answer (no image) scores "
-        f"{_fmt(majority['Overall'])}% on EasyVQA_TEST "
-        f"({_categories({k: v for k, v in majority.items() if k != 'Overall'})})."
-    )
+def _cats(values: dict[str, float]) -> str:
+    parts = [f"{k} {v:.1f}" for k, v in values.items() if k != "Overall"]
+    return f"{values['Overall']:.1f}% ({', '.join(parts)})"
 
 
-def _categories(by_category: dict[str, float]) -> str:
-    return " · ".join(f"{name} {_fmt(value)}" for name, value in by_category.items()) or "–"
+def plot(result: dict[str, Any], path: Path) -> Path:
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (name, arm), colour in zip(result["arms"].items(), colours, strict=False):
+        runs = [r for r in result["runs"] if r["arm"] == name]
+        for ax, key in zip(axes, ("easyvqa_test", "easyvqa_yorn"), strict=True):
+            xs = [r["train_seconds"] for r in runs]
+            ax.scatter(xs, [r[key] for r in runs], color=colour, alpha=0.6, label=name)
+            ax.errorbar(
+                arm["train_seconds"]["mean"],
+                arm[key]["mean"],
+                yerr=[[arm[key]["mean"] - arm[key]["min"]], [arm[key]["max"] - arm[key]["mean"]]],
+                color=colour,
+                marker="D",
+                markersize=8,
+                capsize=4,
+            )
+    refs = result["no_image_references"]
+    axes[0].axhline(refs["category_majority"]["Overall"], color="grey", ls=":", lw=1)
+    axes[0].axhline(refs["phrasing_prior"]["Overall"], color="grey", ls="--", lw=1)
+    axes[1].axhline(100, color="grey", ls=":", lw=1)  # one constant answer to every pair
+    axes[0].set_ylabel("EasyVQA_TEST exact match (%)")
+    axes[1].set_ylabel("EasyVQA_YORN (acc + acc+, /400)")
+    for ax in axes:
+        ax.set_xlabel("training seconds (pretrain + sft), 2-core CPU")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("dots: runs; diamonds: arm mean, min–max", fontsize=9)
+    axes[1].set_title("dotted: a constant answer (100)", fontsize=9)
+    return common.save_figure(fig, path)
 
 
-def _fmt(value: float) -> str:
-    return "–" if value != value else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+# ----- running the grid -------------------------------------------------------------------------
+def run_grid(grid: Grid, arms: list[str] | None, seeds: list[int] | None, dry_run: bool) -> None:
+    """Each (arm, seed) through the pipeline in turn; finished stages are cached no-ops."""
+    for arm_name, arm in grid.arms.items():
+        if arms and arm_name not in arms:
+            continue
+        for seed in grid.seeds:
+            if seeds and seed not in seeds:
+                continue
+            try:
+                finished_stages(grid, arm_name, seed)
+                print(f"[{arm_name} seed {seed}] finished", flush=True)
+                continue
+            except RunNotFinishedError:
+                pass
+            print(f"[{arm_name} seed {seed}] {flows_command(grid, arm, seed)}", flush=True)
+            if not dry_run:
+                subprocess.run([sys.executable, *flows_argv(grid, arm, seed)], check=True)
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("action", choices=["run", "report"])
+    p.add_argument("--grid", default=str(GRID_FILE), help="the experiment's YAML")
+    p.add_argument("--arms", nargs="*", help="run: only these arms")
+    p.add_argument("--seeds", nargs="*", type=int, help="run: only these seeds")
+    p.add_argument("--dry-run", action="store_true", help="run: print the commands only")
+    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     apply_offline_defaults()
     args = parse_args(argv)
+    grid = load_grid(args.grid)
+    if args.action == "run":
+        run_grid(grid, args.arms, args.seeds, args.dry_run)
+        return None
     try:
-        rows = {design: design_row(args, design) for design in DESIGNS}
+        return report(grid, args.out)
     except RunNotFinishedError as err:
         raise SystemExit(f"error: {err}") from None
-    result = {
-        "benchmark": NAME,
-        "config": args.config,
-        "overrides": args.overrides,
-        "designs": rows,
-        "same_budget": same_budget(rows),
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-    }
-    text = markdown(result)
-    print(text)
-    json_path, md_path = common.write_results(args.out, NAME, result, text)
-    print(f"wrote {json_path} and {md_path}")
-    return result
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Accuracy-for-cost script on fabricated finished runs: it reads each design's own results (found
-from the config, as the pipeline does), and names what is missing when a run is not finished."""
+"""Accuracy-for-cost report on fabricated finished runs: every run found from its config (as the
+pipeline finds it), per-arm spread over seeds, image-bootstrap errors, references, the goal."""
 
 from __future__ import annotations
 
@@ -10,145 +10,184 @@ from pathlib import Path
 import pytest
 
 from benchmarks import accuracy_for_cost as afc
-from pipelines.config import load_pipeline_config
 from pipelines.core.chain import upstream_results
 from pipelines.core.stage import run_stage
-from vlora.baseline import InputSpaceModel
-from vlora.model import VLoRAModel
-from vlora.model_base import count_parameters
 
-SCORES = {"vlora": (81.5, 310.0), "input_space": (74.0, 280.0)}
+# per image: (shape question right?, colour question right?, yes/no right?); 4 test images
+TEST_QUESTIONS = [
+    ("what shape is this?", "circle", "shape"),
+    ("what color is the shape?", "red", "color"),
+    ("is there a blue shape?", "no", "yes/no"),
+]
+# (arm, seed) → which images each category gets right, and the YORN answers it gives
+RIGHT = {
+    ("vlora", 0): {"shape": 4, "color": 2, "yes/no": 3},
+    ("vlora", 1): {"shape": 4, "color": 4, "yes/no": 3},
+    ("input_space", 0): {"shape": 4, "color": 3, "yes/no": 4},
+    ("input_space", 1): {"shape": 3, "color": 3, "yes/no": 4},
+}
+IMAGES = 4
 
 
-def _fabricate(workdir: Path, design: str, stages: tuple[str, ...] = afc.STAGES) -> None:
-    """Finished manifests for `stages`, placed as the real stages would place them."""
-    config = load_pipeline_config("smoke", [f"workdir={workdir}", f"design={design}"])
-    test, yorn = SCORES[design]
+def _grid(tmp_path: Path) -> afc.Grid:
+    return afc.Grid(
+        config="smoke",
+        workdir=str(tmp_path / "runs"),
+        seeds=[0, 1],
+        arms={
+            "vlora": afc.Arm(design="vlora"),
+            "input_space": afc.Arm(design="input_space"),
+        },
+    )
+
+
+def _tsv(path: Path, header: list[str], rows: list[list[str]]) -> str:
+    path.write_text("\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _eval_outputs(output_dir: str, arm: str, seed: int) -> dict:
+    out = Path(output_dir)
+    (out / "scores").mkdir(parents=True)
+    (out / "predictions").mkdir()
+    right = RIGHT[(arm, seed)]
+    test_rows, test_preds, hits = [], [], {"shape": 0, "color": 0, "yes/no": 0}
+    for image in range(IMAGES):
+        for question, answer, category in TEST_QUESTIONS:
+            index = str(len(test_rows))
+            ok = image < right[category]
+            hits[category] += ok
+            test_rows.append([index, question, answer, category, f"test/{image}.png"])
+            test_preds.append({"index": int(index), "prediction": answer if ok else "triangle"})
+    yorn_rows, yorn_preds = [], []
+    for image in range(IMAGES):
+        for category in ("color", "shape"):
+            for answer in ("Yes", "No"):
+                index = str(len(yorn_rows))
+                yorn_rows.append(
+                    [index, "is there …?", answer, category, f"{category}/{image}.png"]
+                )
+                said = "No" if arm == "vlora" and seed == 0 else answer  # one constant answer
+                yorn_preds.append({"index": int(index), "prediction": said})
+    header = ["index", "question", "answer", "category", "image_path"]
+    test_overall = 100 * sum(hits.values()) / len(test_rows)
+    yorn_total = 100.0 if arm == "vlora" and seed == 0 else 400.0
+    for key, rows, preds, scores in (
+        ("EasyVQA_TEST", test_rows, test_preds, {"category": {c: 25 * n for c, n in hits.items()}}),
+        ("EasyVQA_YORN", yorn_rows, yorn_preds, {"subtasks": {}}),
+    ):
+        data = _tsv(out / f"{key}.tsv", header, rows)
+        (out / "scores" / f"{key}.json").write_text(json.dumps({"data": data, "scores": scores}))
+        (out / "predictions" / f"{key}.jsonl").write_text(
+            "".join(json.dumps(p) + "\n" for p in preds)
+        )
+    return {
+        "metrics": {"EasyVQA_TEST/Overall": test_overall, "EasyVQA_YORN/total": yorn_total},
+        "summary": {},
+    }
+
+
+def _fabricate(grid: afc.Grid, arm: str, seed: int, stages=afc.STAGES) -> None:
+    config = afc.run_config(grid, grid.arms[arm], seed)
     for name in stages:
         module = importlib.import_module(f"pipelines.{name}")
-        produced: dict = {"summary": {"fabricated": True, "design": design}}
-        if name in ("pretrain", "sft"):
-            produced["summary"] |= {"steps": 8 if name == "pretrain" else 6, "global_batch_size": 8}
-        if name == "eval":
-            produced["metrics"] = {
-                "EasyVQA_TEST/Overall": test,
-                "EasyVQA_YORN/perception": yorn,
-                "EasyVQA_YORN/total": yorn,
-            }
-            produced["summary"]["benchmarks"] = {"EasyVQA_TEST": {"rows_evaluated": 37}}
+
+        def produce(out: str, name: str = name) -> dict:
+            if name == "eval":
+                return _eval_outputs(out, arm, seed)
+            summary = {"steps": 8, "global_batch_size": 8, "loss_last": 0.5 + seed}
+            return {"summary": summary if name in ("pretrain", "sft") else {}}
+
         run_stage(
-            name,
-            config.workdir,
-            module.key_config(config),
-            lambda out, produced=produced, name=name: _produce(out, name, produced, test),
-            upstream_results(config, name),
+            name, config.workdir, module.key_config(config), produce, upstream_results(config, name)
         )
 
 
-def _produce(output_dir: str, stage: str, produced: dict, test: float) -> dict:
-    """The stage's result; eval also writes the scorer's scores.json with a category breakdown."""
-    if stage == "eval":
-        scores, data = Path(output_dir) / "scores.json", Path(output_dir) / "EasyVQA_TEST.tsv"
-        rows = [("shape", "circle"), ("shape", "circle"), ("shape", "square"), ("color", "red")]
-        data.write_text(
-            "index\tanswer\tcategory\n"
-            + "".join(f"{i}\t{answer}\t{category}\n" for i, (category, answer) in enumerate(rows))
-        )
-        category = {"shape": test, "color": test - 20}
-        record = {
-            "EasyVQA_TEST": {
-                "data": str(data),
-                "scores": {"Overall": test, "category": category},
-            }
-        }
-        scores.write_text(json.dumps(record))
-        produced = {**produced, "artifacts": {"scores": str(scores)}}
-    return produced
+def _fabricate_all(grid: afc.Grid) -> None:
+    for arm, seed in RIGHT:
+        _fabricate(grid, arm, seed)
 
 
-def _args(tmp_path: Path, vlora: Path, baseline: Path) -> list[str]:
-    return [
-        "--config",
-        "smoke",
-        "--vlora-workdir",
-        str(vlora),
-        "--baseline-workdir",
-        str(baseline),
-        "--out",
-        str(tmp_path / "out"),
-    ]
-
-
-def test_table_reads_each_designs_own_results(tmp_path: Path) -> None:
-    vlora, baseline = tmp_path / "vlora", tmp_path / "baseline"
-    _fabricate(vlora, "vlora")
-    _fabricate(baseline, "input_space")
-    _fabricate(baseline, "vlora")  # a decoy: the other design's results in the same workdir
-    result = afc.main(_args(tmp_path, vlora, baseline))
-    rows = result["designs"]
-    for design, (test, yorn) in SCORES.items():
-        row = rows[design]
-        assert (row["easyvqa_test_overall"], row["easyvqa_yorn_total"]) == (test, yorn)
-        assert row["easyvqa_test_by_category"] == {"color": test - 20, "shape": test}
-        majority = row["easyvqa_test_majority_answer"]
-        assert majority == pytest.approx({"color": 100.0, "shape": 200 / 3, "Overall": 75.0})
-        assert row["pretrain"]["steps"] == 8 and row["sft"]["steps"] == 6
-        for stage in afc.STAGES:
-            manifest = json.loads((Path(row["result_dirs"][stage]) / "_MANIFEST.json").read_text())
-            assert manifest["result"]["seconds"] == row["seconds"][stage]
-            if stage in ("pretrain", "sft"):
-                assert manifest["config"]["design"] == design
-        assert row["train_seconds"] == row["seconds"]["pretrain"] + row["seconds"]["sft"]
-    assert Path(rows["input_space"]["result_dirs"]["pretrain"]).parent.parent == baseline
-    assert result["same_budget"]
-
-    # trainable parameters and costs from the run's model config (tiny-llama, L=16)
-    for design, cls in (("vlora", VLoRAModel), ("input_space", InputSpaceModel)):
-        model = cls.from_preset("tiny-llama", meta=True)
-        bridge = sum(count_parameters(m) for m in model.bridge_modules().values())
-        assert rows[design]["trainable_params"] == {
-            "pretrain": bridge,
-            "sft": bridge + count_parameters(model.llm),
-        }
-        assert rows[design]["cost"]["visual_tokens"] == 16
-    assert (
-        rows["vlora"]["cost"]["llm_prefill_gflop"]
-        < rows["input_space"]["cost"]["llm_prefill_gflop"]
-    )
-
-    # the commands that produce the two runs
-    assert rows["vlora"]["command"] == f"python -m flows smoke --set workdir={vlora}"
-    assert rows["input_space"]["command"] == (
-        f"python -m flows smoke --set design=input_space --set workdir={baseline}"
-    )
+def test_report_spread_bootstrap_references_and_goal(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    _fabricate_all(grid)
+    result = afc.report(grid, tmp_path / "out")
+    runs = {(r["arm"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == set(RIGHT)
+    assert all(r["design"] == r["arm"] for r in runs.values())  # arms named after designs here
+    assert runs[("vlora", 0)]["easyvqa_test"] == pytest.approx(100 * 9 / 12)
+    vlora = result["arms"]["vlora"]["easyvqa_test"]
+    assert (vlora["min"], vlora["max"], vlora["n"]) == pytest.approx((75.0, 91.67, 2))
+    assert vlora["mean"] == pytest.approx((75.0 + 11 / 12 * 100) / 2, abs=0.01)
+    assert result["arms"]["vlora"]["easyvqa_yorn"]["min"] == 100.0
+    # the bootstrap over 4 images: positive, and the same draws for every run
+    error = result["sampling_error"]
+    assert error["images"] == {"EasyVQA_TEST": 4, "EasyVQA_YORN": 4}
+    assert error["easyvqa_test_run_se"] > 0
+    assert error["differences"]["vlora - input_space"]["easyvqa_test_se"] > 0
+    refs = result["no_image_references"]
+    assert refs["category_majority"]["Overall"] == 100.0  # one answer per category here
+    assert 0 <= refs["phrasing_prior"]["Overall"] <= 100  # from easy-vqa's real train split
+    goal = result["goal"]["vlora vs input_space"]
+    assert goal["criterion"].startswith("within 2 points")
+    assert goal["easyvqa_test_gap_points"] == pytest.approx(83.33 - 87.5, abs=0.01)
+    assert goal["met"] is False  # fabricated stages take ~0 s: no time ratio to meet
     md = (tmp_path / "out" / "accuracy_for_cost.md").read_text()
-    assert (
-        "| design | EasyVQA_TEST Overall % |" in md
-        and "| vlora | 81.5 | color 61.5 · shape 81.5 | 310 |" in md
-    )
-    assert rows["input_space"]["command"] in md and "Same budget" in md
+    assert "| vlora | vlora | 2 | 83.3 [75.0–91.7] |" in md
+    assert "python -m flows smoke --stages download features pretrain sft eval" in md
+    assert (tmp_path / "out" / "accuracy_for_cost.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "out" / "accuracy_for_cost.json").read_text())
-    assert saved["designs"]["input_space"]["easyvqa_test_overall"] == 74.0
+    assert {(r["arm"], r["seed"]) for r in saved["runs"]} == set(RIGHT)
+    assert not any(k.startswith("_") for r in saved["runs"] for k in r)
 
 
-def test_default_commands_are_the_documented_ones() -> None:
-    args = afc.parse_args([])
-    assert afc.flows_command(args, "vlora") == "python -m flows local"
-    assert afc.flows_command(args, "input_space") == (
-        "python -m flows local --set design=input_space"
-    )
+def test_yorn_per_image_scores_reproduce_the_mme_total() -> None:
+    rows = [
+        {"index": str(i), "answer": a, "category": c, "image_path": f"{c}/{img}.png"}
+        for i, (img, c, a) in enumerate(
+            (img, c, a) for img in (1, 2) for c in ("color", "shape") for a in ("Yes", "No")
+        )
+    ]
+    constant = {r["index"]: "No" for r in rows}
+    per_image = afc.yorn_score_by_image(rows, constant)
+    assert per_image == {"1": 100.0, "2": 100.0}  # acc 50 + acc+ 0, two subtasks
+    right = {r["index"]: r["answer"] for r in rows}
+    assert afc.yorn_score_by_image(rows, right) == {"1": 400.0, "2": 400.0}
 
 
-def test_unfinished_run_names_the_stage_workdir_and_command(tmp_path: Path) -> None:
-    vlora, baseline = tmp_path / "vlora", tmp_path / "baseline"
-    _fabricate(vlora, "vlora")
-    _fabricate(baseline, "input_space", stages=("download", "features", "pretrain"))
-    with pytest.raises(
-        SystemExit, match=r"input_space run in .*baseline.* no finished 'sft'"
-    ) as err:
-        afc.main(_args(tmp_path, vlora, baseline))
-    assert "python -m flows smoke --set design=input_space" in str(err.value)
-    missing = tmp_path / "nowhere"
-    with pytest.raises(SystemExit, match=r"vlora run has no workdir .*nowhere"):
-        afc.main(_args(tmp_path, missing, baseline))
-    assert not (tmp_path / "out").exists()  # nothing written for an unfinished comparison
+def test_unfinished_run_names_arm_seed_stage_and_command(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    _fabricate_all(grid)
+    grid.seeds = [0, 1, 2]
+    _fabricate(grid, "input_space", 2, stages=("download", "features", "pretrain"))
+    with pytest.raises(SystemExit, match=r"arm 'input_space' seed 2: no finished 'sft'") as err:
+        afc.main(["report", "--grid", str(_write(grid, tmp_path)), "--out", str(tmp_path / "o")])
+    assert "--set seed=2" in str(err.value) and "arm 'vlora' seed 2" in str(err.value)
+    assert not (tmp_path / "o").exists()  # nothing written for an unfinished comparison
+
+
+def test_run_skips_finished_runs_and_prints_the_rest(tmp_path: Path, capsys) -> None:
+    grid = _grid(tmp_path)
+    _fabricate(grid, "vlora", 0)
+    afc.main(["run", "--grid", str(_write(grid, tmp_path)), "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[vlora seed 0] finished"
+    assert lines[1].startswith("[vlora seed 1] python -m flows smoke --stages download")
+    assert len(lines) == 4
+
+
+def test_the_committed_grid_loads_with_three_seeds_and_an_equal_time_arm() -> None:
+    grid = afc.load_grid(afc.GRID_FILE)
+    assert len(grid.seeds) >= 3
+    assert {a.design for a in grid.arms.values()} == {"vlora", "input_space"}
+    assert any(a.equal_time_with in grid.arms for a in grid.arms.values())
+    for arm in grid.arms.values():
+        afc.run_config(grid, arm, grid.seeds[0])  # every run config validates
+
+
+def _write(grid: afc.Grid, tmp_path: Path) -> Path:
+    import yaml
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid.model_dump(), sort_keys=False))
+    return path
