@@ -69,21 +69,29 @@ def save_pretrained(model, path: str | Path, save_llm: bool | None = None) -> Pa
         vision_random = _vision_is_random(config)
         if vision_random:
             save_file(_state_dict(model.vision), tmp / VISION_FILE)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "kind": model.kind,
-            "model": config.model_dump(mode="json"),
-            "llm_weights": "embedded" if embed_llm else "referenced",
-            "vision_weights": "embedded" if vision_random else "referenced",
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = write_manifest(tmp, model.kind, config, embed_llm, vision_random)
         if final.exists():
             import shutil
 
             shutil.rmtree(final)  # replacing an older save of the same path
     logger.info("saved %s model to %s (llm %s)", model.kind, final, manifest["llm_weights"])
     return final
+
+
+def write_manifest(
+    folder: Path, kind: str, config: ModelConfig, llm_embedded: bool, vision_embedded: bool
+) -> dict:
+    """`vlora_config.json`: what a folder holds and how to rebuild the model from it."""
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "model": config.model_dump(mode="json"),
+        "llm_weights": "embedded" if llm_embedded else "referenced",
+        "vision_weights": "embedded" if vision_embedded else "referenced",
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def read_checkpoint_config(path: str | Path) -> dict:

@@ -5,6 +5,7 @@
     vlora flops --preset NAME --text-tokens C [--visual-tokens L] [--json]
     vlora score --benchmark KEY --data FILE.tsv --predictions FILE.jsonl
     vlora data inspect-sft --data FILE.json --tokenizer DIR_OR_PRESET [--json]
+    vlora convert-release SRC DST [--base-llm ID] [--allow-pickle]
 
 Pipeline stages run with `python -m pipelines <stage>`; the Prefect flows with `python -m flows`.
 """
@@ -90,6 +91,20 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_release(args: argparse.Namespace) -> int:
+    from vlora.release import convert_release
+
+    report = convert_release(
+        args.src,
+        args.dst,
+        base_llm=args.base_llm,
+        allow_pickle=args.allow_pickle,
+        dtype=args.dtype,
+    )
+    print(json.dumps(report.to_dict()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlora", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
@@ -130,6 +145,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["inference", "training"], default="inference")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser(
+        "convert-release",
+        help="Convert the authors' released checkpoint (e.g. feipengma/VLoRA-7b-v1) to ours.",
+        description="Convert a checkpoint of the authors' release (their LLaVA fork) into a "
+        "folder that VLoRAModel.from_pretrained loads; see vlora/release.py for the mapping.",
+    )
+    p.add_argument("src", metavar="SRC", help="Local folder with the release's files, or a hub id.")
+    p.add_argument("dst", metavar="DST", help="Output folder (written atomically).")
+    p.add_argument(
+        "--base-llm",
+        default=None,
+        help="For a generator-only (pre-training) checkpoint: the LLM it was trained on "
+        "(the release: lmsys/vicuna-7b-v1.5).",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Read *.bin weights with torch.load(weights_only=True) when no *.safetensors exist.",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float32", "float16"],
+        default="bfloat16",
+        help="Parameter dtype the converted LLM loads in (the release trained in bf16).",
+    )
+    p.set_defaults(func=cmd_convert_release)
 
     for register in _extension_subparsers():
         register(sub)
