@@ -63,12 +63,18 @@ class VisionEncoderConfig(StrictModel):
         ge=0,
         description="Leading non-patch tokens (CLS, registers) dropped from the features.",
     )
-    image_mean: tuple[float, float, float] = Field(default=CLIP_MEAN)
-    image_std: tuple[float, float, float] = Field(default=CLIP_STD)
+    image_mean: tuple[float, float, float] = Field(
+        default=CLIP_MEAN, description="Per-channel normalisation mean (also the padding colour)."
+    )
+    image_std: tuple[float, float, float] = Field(
+        default=CLIP_STD, description="Per-channel normalisation standard deviation."
+    )
     pad_to_square: bool = Field(
         default=True, description="Pad to square with the mean colour before resizing (LLaVA-1.5)."
     )
-    resample: Literal["bicubic", "bilinear"] = Field(default="bicubic")
+    resample: Literal["bicubic", "bilinear"] = Field(
+        default="bicubic", description="Resampling filter of the resize to image_size."
+    )
 
     @property
     def num_patches(self) -> int:
@@ -108,7 +114,9 @@ class LLMConfig(StrictModel):
     )
     revision: str | None = Field(default=None, description="Hub revision for hub ids.")
     dtype: DType = Field(default="float32", description="Parameter dtype of the LLM.")
-    attn_implementation: Literal["sdpa", "eager"] = Field(default="sdpa")
+    attn_implementation: Literal["sdpa", "eager"] = Field(
+        default="sdpa", description="transformers attention kernel of the LLM."
+    )
     seed: int = Field(default=0, description="Seed of a random init (tiny models).")
 
     @model_validator(mode="after")
@@ -163,7 +171,9 @@ class GeneratorConfig(StrictModel):
         description="'m' target: 'parallel' = h→h low-rank branch around the whole MLP (release); "
         "'per_matrix' = separate deltas on gate/up/down with their own shapes.",
     )
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout in the generator (the paper: none)."
+    )
 
     @property
     def scale(self) -> float:
@@ -215,16 +225,23 @@ class GeneratorConfig(StrictModel):
 class ProjectorConfig(StrictModel):
     """The input-space baseline's projector (LLaVA-v1.5: mlp2x_gelu)."""
 
-    kind: Literal["mlp2x_gelu", "linear"] = Field(default="mlp2x_gelu")
+    kind: Literal["mlp2x_gelu", "linear"] = Field(
+        default="mlp2x_gelu",
+        description="mlp2x_gelu: Linear(d_v → h), GELU, Linear(h → h) (LLaVA-1.5); linear: one Linear.",
+    )
 
 
 class ModelConfig(StrictModel):
     """Everything needed to build a VLoRA model or its input-space baseline."""
 
-    vision: VisionEncoderConfig
-    llm: LLMConfig
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
+    vision: VisionEncoderConfig = Field(description="The frozen vision encoder.")
+    llm: LLMConfig = Field(description="The base LLM.")
+    generator: GeneratorConfig = Field(
+        default_factory=GeneratorConfig, description="The perceptual weights generator (VLoRA)."
+    )
+    projector: ProjectorConfig = Field(
+        default_factory=ProjectorConfig, description="The input-space baseline's projector."
+    )
     image_token: str = Field(default="<image>", description="Placeholder for the image in text.")
     template: str = Field(
         default="vicuna_v1",

@@ -114,7 +114,9 @@ class EvalConfig(StageConfig):
         description="Max rows per benchmark (smoke runs). Whole scoring groups are kept: "
         "circular copies of a question, the two questions of an MME image, a HallusionBench set.",
     )
-    max_new_tokens: MaxNewTokens = Field(default_factory=MaxNewTokens)
+    max_new_tokens: MaxNewTokens = Field(
+        default_factory=MaxNewTokens, description="Answer budgets by benchmark type."
+    )
     prompt_content: Literal["vlmevalkit", "lmms-eval"] = Field(
         default="vlmevalkit", description="Prompt text: VLMEvalKit's LLaVA prompts or lmms-eval's."
     )
@@ -125,7 +127,9 @@ class EvalConfig(StageConfig):
         "'vlmevalkit-2024-07' / 'lmms-eval': the toolkit's literal vicuna string, byte for byte "
         "(meaningful for vicuna_v1 models only).",
     )
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    scoring: ScoringConfig = Field(
+        default_factory=ScoringConfig, description="How answers are extracted and scored."
+    )
     batch_size: int = Field(default=8, gt=0, description="Prompts per generation batch.")
     num_actors: int = Field(default=1, gt=0, description="Ray Data generation actors.")
     cpus_per_actor: float = Field(

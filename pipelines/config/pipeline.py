@@ -70,13 +70,27 @@ class PipelineConfig(StageConfig):
         "the work pool exports), false = never (HF_HUB_OFFLINE=1), null = as the environment "
         "says (offline unless HF_HUB_OFFLINE=0 is exported).",
     )
-    ray: RayConfig = Field(default_factory=RayConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    download: DownloadConfig = Field(default_factory=DownloadConfig)
-    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    pretrain: TrainConfig = Field(default_factory=TrainConfig)
-    sft: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    ray: RayConfig = Field(
+        default_factory=RayConfig, description="The Ray cluster the stages run on."
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="MLflow tracking and registry."
+    )
+    download: DownloadConfig = Field(
+        default_factory=DownloadConfig, description="The download stage (img2dataset, SFT data)."
+    )
+    features: FeaturesConfig = Field(
+        default_factory=FeaturesConfig, description="The features stage (Ray Data encoder actors)."
+    )
+    pretrain: TrainConfig = Field(
+        default_factory=TrainConfig, description="The pretrain stage (generator or projector)."
+    )
+    sft: TrainConfig = Field(
+        default_factory=TrainConfig, description="The sft stage (bridge and LLM)."
+    )
+    eval: EvalConfig = Field(
+        default_factory=EvalConfig, description="The eval stage (batched generation, scoring)."
+    )
     registry: RegisterConfig = Field(
         default_factory=RegisterConfig, description="The register stage (MLflow model registry)."
     )

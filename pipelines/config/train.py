@@ -44,7 +44,9 @@ class TrainConfig(StageConfig):
     micro_batch_size: int | None = Field(
         default=None, gt=0, description="Samples per worker per forward/backward."
     )
-    grad_accum_steps: int | None = Field(default=None, gt=0)
+    grad_accum_steps: int | None = Field(
+        default=None, gt=0, description="Micro batches accumulated per optimizer step."
+    )
     max_steps: int | None = Field(
         default=None, gt=0, description="Optimizer steps to run (overrides epochs)."
     )
@@ -54,11 +56,22 @@ class TrainConfig(StageConfig):
     lr: float | None = Field(
         default=None, gt=0, description="Peak learning rate (default: recipe)."
     )
-    warmup_ratio: float | None = Field(default=None, ge=0, lt=1)
+    warmup_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Share of the steps with a linear lr warm-up before the cosine (default: recipe).",
+    )
     min_lr_ratio: float = Field(default=0.0, ge=0, le=1, description="Cosine floor / peak.")
-    weight_decay: float | None = Field(default=None, ge=0)
-    adam_betas: tuple[float, float] = Field(default=(0.9, 0.999))
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    weight_decay: float | None = Field(
+        default=None,
+        ge=0,
+        description="AdamW weight decay (not on biases, norms, queries, positions; default: recipe).",
+    )
+    adam_betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
+    max_grad_norm: float = Field(
+        default=1.0, gt=0, description="Gradient clipping: global L2 norm per step."
+    )
     max_length: int | None = Field(
         default=None, gt=0, description="Token budget per sample (default: recipe)."
     )
@@ -84,7 +97,11 @@ class TrainConfig(StageConfig):
         "(malformed, missing image, tokenisation problems); they are listed by id either way.",
     )
     # ----- checkpoints, metrics, failures -----------------------------------------------------
-    checkpoint_every_steps: int = Field(default=50, gt=0)
+    checkpoint_every_steps: int = Field(
+        default=50,
+        gt=0,
+        description="Resumable checkpoint (weights, optimizer, scheduler, data position) every N steps.",
+    )
     keep_checkpoints: int = Field(
         default=2, gt=0, description="Top-K by loss (latest always kept)."
     )

@@ -31,7 +31,11 @@ class RayConfig(BaseModel):
         description="Logical CPUs of a local cluster. More than the physical cores keeps Ray Data "
         "read tasks schedulable beside CPU actors on a 2-core machine (DESIGN.md).",
     )
-    object_store_memory_mb: int | None = Field(default=None, gt=0)
+    object_store_memory_mb: int | None = Field(
+        default=None,
+        gt=0,
+        description="Object store size of a local cluster (None = Ray's default).",
+    )
 
 
 def worker_env() -> dict[str, str]:
