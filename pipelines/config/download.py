@@ -41,6 +41,9 @@ IMG2DATASET_RESERVED = frozenset(
 # Workers and thresholds: they change how fast the stage runs or whether it passes, never what
 # it writes, so they stay out of the content hash (a rerun with more threads reuses the output).
 NOT_IN_KEY = frozenset({"processes", "threads", "distributor", "max_failed_fraction"})
+# SFT fields added after stages had been run with what is now their default: left out of the
+# key at that default, so finished downloads are still found; set otherwise, they change it.
+SFT_KEY_OMIT_AT_DEFAULT = {"yes_no_order": "answer_first"}
 
 
 class CapsFusionSource(StageConfig):
@@ -172,6 +175,12 @@ class EasyVQASft(StageConfig):
         "question's phrasing and names the image's true colour or shape in half of them; "
         "'as_asked' keeps easy-vqa's questions.",
     )
+    yes_no_order: Literal["answer_first", "describe_first"] = Field(
+        default="answer_first",
+        description="Sentence answers to yes/no questions: 'answer_first' ('No. The image shows a "
+        "red circle.') or 'describe_first' ('The image shows a red circle, so no.'): the "
+        "answer follows the description the model has just generated.",
+    )
 
 
 SftSource = Annotated[NoSft | LlavaSft | EasyVQASft, Field(discriminator="kind")]
@@ -249,4 +258,9 @@ class DownloadConfig(StageConfig):
 
     def key_config(self) -> dict:
         """What the stage's output depends on (worker counts and thresholds left out)."""
-        return self.model_dump(mode="json", exclude=set(NOT_IN_KEY))
+        fields = self.model_dump(mode="json", exclude=set(NOT_IN_KEY))
+        sft = fields["sft"]
+        for name, default in SFT_KEY_OMIT_AT_DEFAULT.items():
+            if sft.get(name, default) == default:
+                sft.pop(name, None)
+        return fields

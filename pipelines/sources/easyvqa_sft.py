@@ -77,11 +77,13 @@ def _question_text(q: Question) -> str:
     return q.text[:1].upper() + q.text[1:]
 
 
-def sentence_answer(q: Question, facts: ImageFacts) -> str:
+def sentence_answer(q: Question, facts: ImageFacts, yes_no_order: str = "answer_first") -> str:
     if q.answer in easyvqa.SHAPES:
         return f"The shape is a {q.answer}."
     if q.answer in easyvqa.PALETTE:
         return f"The {facts.shape} is {q.answer}."
+    if yes_no_order == "describe_first":
+        return f"The image shows a {facts.color} {facts.shape}, so {q.answer}."
     return f"{q.answer.capitalize()}. The image shows a {facts.color} {facts.shape}."
 
 
@@ -103,7 +105,7 @@ def image_record(
         elif rng.random() < cfg.single_word_fraction:
             human, gpt = f"{_question_text(item)}\n{SINGLE_WORD}", item.answer.capitalize()
         else:
-            human, gpt = _question_text(item), sentence_answer(item, facts)
+            human, gpt = _question_text(item), sentence_answer(item, facts, cfg.yes_no_order)
         if not conversations:
             human = f"<image>\n{human}"
         conversations += [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}]

@@ -165,3 +165,24 @@ def test_balanced_yes_no_answers_are_true_of_the_image() -> None:
     assert len(seen) == 4  # both answers for both phrasings
     two_values = easyvqa.Question("is the red shape a circle?", "yes", 7)
     assert balanced_yes_no(two_values, facts, rng) == two_values  # left as asked
+
+
+def test_describe_first_yes_no_sentences_end_with_the_answer() -> None:
+    cfg = EasyVQASft(images=40, single_word_fraction=0.0, text_only_records=0)
+    records, _, _ = build_conversations(
+        cfg.model_copy(update={"yes_no_order": "describe_first"}), 0
+    )
+    answers = [t["value"] for r in records for t in r["conversations"][1::2]]
+    yes_no = [a for a in answers if a.endswith((", so yes.", ", so no."))]
+    assert yes_no and all(a.startswith("The image shows a ") for a in yes_no)
+    assert not any(a.startswith(("Yes.", "No.")) for a in answers)
+
+
+def test_new_sft_field_at_its_default_keeps_the_download_key() -> None:
+    from pipelines.config import load_pipeline_config
+    from pipelines.download import key_config
+
+    default = load_pipeline_config("local")
+    assert "yes_no_order" not in key_config(default)["download"]["sft"]
+    changed = load_pipeline_config("local", ["download.sft.yes_no_order=describe_first"])
+    assert key_config(changed) != key_config(default)
