@@ -172,7 +172,11 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
         # a metric, so MLflow keeps one entry per restart (failed worker or stopped job) and
         # the stage summary can list them all, not just the last
         metrics_log.log({"resumed_from_step": float(state["step"])}, state["step"])
+    _record_placement(plan, rank, world, state["step"])
     window = MetricWindow()
+    # CPU time of this worker process (all its threads) since the loop started: the training
+    # cost on a CPU machine that other work shares, where wall seconds also count the waiting
+    cpu_started = time.process_time()
     shard = ray.train.get_dataset_shard("train")
     pad_id = model.tokenizer.pad_token_id
     vision = model.config.vision
@@ -238,6 +242,7 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
                     "grad_norm": engine.grad_norm if engine.grad_norm is not None else float("nan"),
                     "step": float(step),
                     "epoch": float(state["epoch"]),
+                    "process_cpu_seconds": time.process_time() - cpu_started,
                 }
                 window.reset()
                 if metrics_log is not None:

@@ -96,7 +96,9 @@ def _fabricate(grid: afc.Grid, arm: str, seed: int, stages=afc.STAGES) -> None:
             if name == "eval":
                 return _eval_outputs(out, arm, seed)
             summary = {"steps": 8, "global_batch_size": 8, "loss_last": 0.5 + seed}
-            return {"summary": summary if name in ("pretrain", "sft") else {}}
+            if name in ("pretrain", "sft"):
+                return {"summary": summary, "metrics": {"process_cpu_seconds": 100.0 + 50 * seed}}
+            return {"summary": {}}
 
         run_stage(
             name, config.workdir, module.key_config(config), produce, upstream_results(config, name)
@@ -131,7 +133,9 @@ def test_report_spread_bootstrap_references_and_goal(tmp_path: Path) -> None:
     goal = result["goal"]["vlora vs input_space"]
     assert goal["criterion"].startswith("within 2 points")
     assert goal["easyvqa_test_gap_points"] == pytest.approx(83.33 - 87.5, abs=0.01)
-    assert goal["met"] is False  # fabricated stages take ~0 s: no time ratio to meet
+    assert (goal["cost"], goal["train_time_ratio"]) == ("train_cpu_seconds", 1.0)
+    assert goal["met"] is False  # the same training CPU time, not half of it
+    assert runs[("vlora", 1)]["train_cpu_seconds"] == 300.0  # pretrain + sft workers
     md = (tmp_path / "out" / "accuracy_for_cost.md").read_text()
     assert "| vlora | vlora | 2 | 83.3 [75.0–91.7] |" in md
     assert "python -m flows smoke --stages download features pretrain sft eval" in md
