@@ -1,4 +1,4 @@
-"""Item 5 of issue 7: the paper's Figure 4 redrawn from the cost model (vlora.flops).
+"""The paper's Figure 4 redrawn from the cost model (vlora.flops).
 
     python benchmarks/figure4.py                        # < 5 s
 
@@ -9,8 +9,8 @@ compare by the training FLOPs"); the merged-inference formula, which Table 1's 6
 matches, is drawn dotted. The generator is left out, as in the paper; its own cost from the
 real module shapes is printed beside.
 
-The figure's C values cannot be read from the paper's text (paper.txt holds the caption only);
-the defaults are C ∈ {16, 32, 64, 128}. The script checks the paper's anchor points: LLaVA
+The figure's C values cannot be read from the paper's text (it holds the caption only); the
+defaults are C ∈ {16, 32, 64, 128}. The script checks the paper's anchor points: LLaVA
 8027 GFLOPs and VLoRA ≈ 8% of it at C=32, L=576.
 Writes benchmarks/results/figure4.{json,md,png}.
 """

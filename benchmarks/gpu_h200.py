@@ -1,4 +1,4 @@
-"""Item 7 of issue 7: VLoRA vs the input-space baseline at real 7B shapes on one H200 (~5 min).
+"""VLoRA vs the input-space baseline at real 7B shapes on one H200 (~5 min).
 
     python benchmarks/gpu_h200.py --out benchmarks/results/            # needs CUDA
     python benchmarks/gpu_h200.py --dry-run --out /tmp/gpu_dry         # CPU, tiny, seconds

@@ -1,4 +1,4 @@
-"""Item 1 of issue 7: LLM cost of VLoRA vs the input-space baseline, same LLM, one run.
+"""LLM cost of VLoRA vs the input-space baseline, same LLM, one run.
 
     python benchmarks/llm_cost.py                       # both cases, ~6 min on 2 cores
     python benchmarks/llm_cost.py --cases smollm2 --repeats 3

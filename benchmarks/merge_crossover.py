@@ -1,4 +1,4 @@
-"""Item 2 of issue 7: generator and merge costs, and when to merge (answer length, batch size).
+"""Generator and merge costs, and when to merge (answer length, batch size).
 
     python benchmarks/merge_crossover.py                # both cases, ~4 min on 2 cores
 

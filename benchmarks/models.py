@@ -34,7 +34,8 @@ from vlora.presets import VICUNA_7B_ARCH, get_preset
 from vlora.tokenizer import load_tokenizer
 from vlora.vision import build_vision_encoder
 
-# The paper's generator (VLORA_SPEC.md): h_p=512, N=8, 16 heads, r=64, qkvom, every 4th block.
+# The paper's generator (docs/method.md, "The model"): h_p=512, N=8, 16 heads, r=64, qkvom,
+# every 4th block.
 PAPER_GENERATOR = GeneratorConfig(hidden_size=512, num_blocks=8, num_heads=16, rank=64)
 
 # Vicuna-7B's proportions at h=512 so that it runs on a 2-core CPU: 32 blocks (k=8 inserted, as

@@ -1,7 +1,7 @@
 """Prefect tasks wrapping `pipelines.<stage>.run`: no ML logic here.
 
 No Prefect result caching: stage outputs are content-addressed and a finished stage returns its
-manifest at once, so Prefect caching would only add a way to return stale results (DESIGN.md).
+manifest at once, so Prefect caching would only add a way to return stale results.
 Retries re-enter the same stage directory, where the stage resumes from what it finished.
 """
 

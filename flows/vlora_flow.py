@@ -62,6 +62,7 @@ def vlora(
     overrides: list[str] | None = None,
     stages: list[str] | None = None,
     force: list[str] | None = None,
+    serve: dict[str, Any] | None = None,
 ) -> dict[str, dict]:
     """Run the VLoRA pipeline: download → features → pretrain → sft → eval → register.
 
@@ -70,6 +71,9 @@ def vlora(
         overrides: dotted overrides, e.g. ["pretrain.max_steps=10", "ray.address=auto"].
         stages: the stages to run (default: all, in order).
         force: stages to redo from scratch (everything downstream reruns as well).
+        serve: after the stages, (re)deploy the registry's production version to a Ray Serve
+            application (`pipelines.serve.redeploy.ServeTarget` fields; the `serve`
+            deployment sets it). None (the default, and the local chain): no deployment.
     """
     apply_offline_defaults()
     logger = get_run_logger()
@@ -86,6 +90,10 @@ def vlora(
         key=artifact_key("chain", pipeline_config.name),
         description="the whole run: stages, outputs, eval metrics",
     )
+    if serve is not None:
+        from flows.serve_flow import serve_task
+
+        results["serve"] = serve_task(payload, serve)
     return results
 
 

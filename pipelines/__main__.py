@@ -1,6 +1,7 @@
 """`python -m pipelines <stage|all> --config NAME_OR_YAML [--set a.b=v ...] [--force]`.
 
-Runs stages without Prefect: the same functions the flows call.
+Runs stages without Prefect: the same functions the flows call. `python -m pipelines serve
+--model MODEL …` serves a model instead (`pipelines/serve/cli.py`, `--help` there).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from vlora.utils.env import apply_offline_defaults
 def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
     unwind_on_sigterm()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # `python -m pipelines serve --model …` (pipelines/serve/cli.py)
+        from pipelines.serve.cli import main as serve_main
+
+        return serve_main(argv[1:])
     from pipelines.config import load_pipeline_config
     from pipelines.stages import STAGE_ORDER, run_chain
 

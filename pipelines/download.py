@@ -23,7 +23,8 @@ Artifacts (`StageResult.artifacts`), the contract downstream stages read:
 Summary: `source` (rows available/selected/kept, skipped by reason), `pretrain` (total,
 success, failed, by_status, failed_by_reason with stable names — http_404, http_500, timeout,
 not_an_image, truncated, empty_body, … — and example URLs per reason), `sft` (records,
-image/text-only records, answer turns, images, missing images and malformed records by id).
+image/text-only records, answer turns, images, missing images and malformed records by id),
+`placement` (distributor ray: the shards each node's tasks wrote, from `placement/pass-*.json`).
 A readable table is printed and kept as `report.md`. More than `max_failed_fraction` failed
 samples fail the stage, listing the reasons; finished shards are kept for the rerun.
 
@@ -31,7 +32,7 @@ Resume: chunks are marked done by `source/_SOURCE.json`; a shard is done when it
 exists and its parquet, stats and tar agree (`validate_shard`); unfinished or inconsistent
 shards are redone by img2dataset's incremental mode, so a killed run ends with exactly one copy
 of every sample. Layout: `source/` (input chunks), `i2d_input/` (loopback sources: chunks with
-the live server address), `shards/`, `sft/`, `logs/`, `report.md`.
+the live server address), `shards/`, `sft/`, `logs/`, `placement/`, `report.md`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 
@@ -71,6 +74,7 @@ from pipelines.sources.shard_stats import stats_path, summarize_shards, validate
 
 STAGE = "download"
 UPSTREAM: tuple[str, ...] = ()
+PLACEMENT_DIR = "placement"
 MAX_RUNS = 2  # img2dataset passes per stage run (it retries failed shards once itself, too)
 
 logger = logging.getLogger(__name__)
@@ -146,6 +150,45 @@ def prepare_source(cfg: DownloadConfig, folder: str) -> tuple[PreparedSource, di
     return prepared, served
 
 
+LOOPBACK_URL_SAMPLE = 1000  # URLs of the first chunk looked at for loopback hosts
+
+
+def _loopback_source(
+    cfg: DownloadConfig, prepared: PreparedSource, served: dict[str, Path]
+) -> str | None:
+    """What in this source only this machine can reach: a source served on loopback, or a URL
+    list pointing at loopback hosts (checked on a sample of the first chunk: the rest would
+    fail as unreachable on the other nodes, counted by reason)."""
+    from pipelines.core.ray_cluster import is_loopback
+
+    if served:
+        return cfg.pretrain.kind
+    if not prepared.chunks:
+        return None
+    urls = next(read_chunks(prepared)).column("url").to_pylist()[:LOOPBACK_URL_SAMPLE]
+    hosts = sorted({urlsplit(u).hostname or "" for u in urls} - {""})
+    loopback = [h for h in hosts if is_loopback(h)]
+    return f"{cfg.pretrain.kind} URLs on {', '.join(loopback)}" if loopback else None
+
+
+def shard_placement(output_dir: str, shard_ids: list[int]) -> dict[str, Any] | None:
+    """Where the Ray tasks of `shard_ids` ran (distributor ray), from every pass's records."""
+    from pipelines.core.placement import NodeRecord, Placement
+    from pipelines.sources.img2dataset_runner import read_placement
+
+    folder = fs.join(output_dir, PLACEMENT_DIR)
+    if not fs.exists(folder):
+        return None
+    filesystem, path = fs.filesystem(folder)
+    records: dict[int, dict[str, Any]] = {}
+    for name in sorted(filesystem.ls(path, detail=False)):  # pass-<ns>.json: later passes win
+        records.update(read_placement(filesystem.unstrip_protocol(name)))
+    done = [records[i] for i in shard_ids if records.get(i, {}).get("ok")]
+    placement = Placement.of("shard", (NodeRecord.model_validate(r["node"]) for r in done))
+    failed_tasks = sum(1 for r in records.values() if not r.get("ok"))
+    return {**placement.model_dump(), "failed_tasks": failed_tasks}
+
+
 def _live_chunks(prepared: PreparedSource, folder: str, base_url: str) -> str:
     """Rewrite the canonical loopback URLs to this run's server (ports are ephemeral)."""
     import pyarrow as pa
@@ -201,10 +244,12 @@ def _one_pass(
     )
     from pipelines.sources.loopback import LoopbackImageServer
 
-    ray_address = None
+    ray_address = placement_url = None
     if cfg.distributor == "ray":
-        ray_address = ray_distributor_address(ray_config, cfg.pretrain.kind if served else None)
+        ray_address = ray_distributor_address(ray_config, _loopback_source(cfg, prepared, served))
         logger.info("[download] img2dataset shards as Ray tasks on the cluster at %s", ray_address)
+        # one file per pass (a resumed stage keeps the records of its earlier passes)
+        placement_url = fs.join(output_dir, PLACEMENT_DIR, f"pass-{time.time_ns()}.json")
 
     def job(url_list: str) -> Img2DatasetJob:
         return Img2DatasetJob(
@@ -222,6 +267,7 @@ def _one_pass(
             save_additional_columns=[*prepared.kept_columns, "source_index"],
             distributor=cfg.distributor,
             ray_address=ray_address,
+            placement_url=placement_url,
         )
 
     if not served:
@@ -290,6 +336,10 @@ def body(
         "pretrain": shards.to_json(),
         "sft": sft.summary,
     }
+    if cfg.distributor == "ray":
+        summary["placement"] = shard_placement(
+            output_dir, sorted(prepared.shard_rows(cfg.number_sample_per_shard))
+        )
     report = format_report(summary)
     print(report, flush=True)
     fs.write_bytes_atomic(fs.join(output_dir, "report.md"), report.encode())

@@ -20,7 +20,7 @@ Output (`{workdir}/features/{key}/`)
 Artifacts: "pretrain_features" (folder), "sft_features" (folder), "sft_json" (passed through from
 download so training finds the conversations). Summary: per kind images_in / rows / skipped by
 reason (keys listed, up to 200 per reason; all of them in skipped.jsonl), per-file rows/skipped,
-files done now vs reused, images/s of this run. Skip reasons: missing_image (referenced by the
+files done now vs reused, images/s of this run, `placement` (the files each node's actors wrote). Skip reasons: missing_image (referenced by the
 JSON but absent, or a tar sample without an image), unreadable, empty_file, not_an_image,
 truncated, too_large, empty_image, decode_error. More than `max_failed_fraction` skipped images,
 or a unit that cannot be read at all (a corrupt tar), fail the stage after every other unit is
@@ -57,6 +57,7 @@ from typing import Any
 from pipelines.config import PipelineConfig
 from pipelines.core import fs
 from pipelines.core.chain import upstream_results
+from pipelines.core.placement import NodeRecord, Placement
 from pipelines.core.ray_cluster import ensure_ray
 from pipelines.core.stage import StageResult, run_stage
 from pipelines.featurize.units import WorkUnit, pretrain_units, sft_units
@@ -243,7 +244,9 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
         started = time.perf_counter()
         failed: dict[str, str] = {}
         actor_seconds = 0.0
+        nodes: list[NodeRecord] = []
         for row in encode_units(config, pending, output_dir) if pending else []:
+            nodes.append(NodeRecord.model_validate_json(row["node"]))
             if row["error"]:
                 failed[row["unit"]] = row["error"]
             else:
@@ -252,6 +255,8 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
         summary = summarize(units, done, reused, failed, time.perf_counter() - started)
         # inside the actors (no cluster/actor start-up, no model load): the steady-state rate
         summary["actor_seconds"] = round(actor_seconds, 3)
+        # the nodes whose actors wrote this run's files (reused files: none)
+        summary["placement"] = Placement.of("unit", nodes).model_dump()
         fs.write_bytes_atomic(fs.join(output_dir, "skipped.jsonl"), _skipped_lines(done))
         print(format_summary(summary), flush=True)
         _check(config, summary, output_dir)

@@ -32,7 +32,8 @@ pip_check() {
 pip install -r requirements/base.txt -c requirements/constraints.lock.txt
 pip_check
 pip install --no-deps -r requirements/no-deps.txt
-# img2dataset pulls the 'dataclasses' backport, which breaks Prefect on Python 3.11 (DESIGN.md).
+# img2dataset pulls the 'dataclasses' backport, which breaks Prefect on Python 3.11 (its temporary
+# API server and test harness).
 pip uninstall -y dataclasses
 pip install --no-deps -e .
 .venv/bin/python -c 'import torch, torchvision, transformers, open_clip, ray, deepspeed, img2dataset, prefect, mlflow, vlora' 

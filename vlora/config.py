@@ -127,7 +127,7 @@ class LLMConfig(StrictModel):
 
 
 class GeneratorConfig(StrictModel):
-    """The perceptual weights generator (docs/method.md, "The generator")."""
+    """The perceptual weights generator (docs/method.md, "The model")."""
 
     hidden_size: int = Field(default=512, gt=0, description="Generator width h_p.")
     num_blocks: int = Field(default=8, gt=0, description="Decoder blocks N.")

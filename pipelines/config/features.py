@@ -24,7 +24,7 @@ class FeaturesConfig(StageConfig):
         gt=0,
         description="Logical CPUs reserved per actor (decode threads + CPU encoding). Fractions "
         "are allowed: on a small machine whole CPUs per actor can leave nothing for other "
-        "Ray work (DESIGN.md).",
+        "Ray work (Ray Data's read tasks wait for a free CPU, and the job hangs).",
     )
     gpus_per_actor: float = Field(
         default=0.0,

@@ -29,21 +29,40 @@ class RayConfig(BaseModel):
         default=None,
         gt=0,
         description="Logical CPUs of a local cluster. More than the physical cores keeps Ray Data "
-        "read tasks schedulable beside CPU actors on a 2-core machine (DESIGN.md).",
+        "read tasks schedulable beside CPU actors on a 2-core machine (with 2, two 1-CPU actors "
+        "leave none for the reads and the job hangs).",
     )
     object_store_memory_mb: int | None = Field(
         default=None,
         gt=0,
         description="Object store size of a local cluster (None = Ray's default).",
     )
+    single_machine: bool = Field(
+        default=False,
+        description="Every node of the cluster runs on this machine (a test cluster from "
+        "`python -m pipelines.core.local_cluster up`), so a loopback address reaches the same "
+        "server from every node: loopback image sources (easyvqa, skimage, URLs on 127.0.0.1) "
+        "may then be downloaded with distributor 'ray'. Checked: a node whose address is not a "
+        "loopback one is an error.",
+    )
+
+
+# Settings that say which object store a workdir URL means and how to reach it: a node that
+# lacks them reads another store (or none). The AWS_* variables are the AWS SDKs' own (boto3,
+# s3fs and pyarrow read AWS_ENDPOINT_URL_S3; credentials AWS_ACCESS_KEY_ID/…); FSSPEC_S3_*
+# configure s3fs alone. Credentials travel in the job's runtime_env: on a cloud cluster prefer
+# instance roles, so that none are set on the driver and none are forwarded.
+FORWARDED_PREFIXES = ("AWS_", "FSSPEC_S3_", "MLFLOW_S3_", "MLFLOW_HTTP_REQUEST_")
+FORWARDED_KEYS = ("VLORA_CACHE_DIR", "HF_HOME", "TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR")
 
 
 def worker_env() -> dict[str, str]:
-    """Environment forwarded to every Ray worker: offline defaults plus cache locations."""
+    """Environment forwarded to every Ray worker: offline defaults, cache locations and the
+    object-store settings of this driver."""
     env = apply_offline_defaults()
-    for key in ("VLORA_CACHE_DIR", "HF_HOME", "TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    for key, value in os.environ.items():
+        if key in FORWARDED_KEYS or key.startswith(FORWARDED_PREFIXES):
+            env[key] = value
     return {k: v for k, v in env.items() if k in OFFLINE_DEFAULTS or k in os.environ}
 
 
@@ -59,7 +78,9 @@ def ensure_ray(config: RayConfig | None = None) -> None:
     runtime_env = {"env_vars": worker_env()}
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        join_cluster(address)
+        if config.single_machine:
+            check_single_machine()
         return
     _bind_local_cluster_to_loopback()
     num_cpus = config.num_cpus or max(4, 2 * (os.cpu_count() or 1))
@@ -106,7 +127,7 @@ def join_cluster(address: str) -> None:
     import ray
 
     runtime_env = {"env_vars": worker_env()}
-    if address.split(":", 1)[0] in {"127.0.0.1", "localhost"}:
+    if is_loopback(address.split(":", 1)[0]):
         _bind_local_cluster_to_loopback()
         ray.init(
             address=address,
@@ -117,6 +138,28 @@ def join_cluster(address: str) -> None:
         )
         return
     ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+
+
+def is_loopback(host: str) -> bool:
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def alive_node_addresses() -> list[str]:
+    import ray
+
+    return [node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")]
+
+
+def check_single_machine() -> None:
+    """`ray.single_machine` holds: every alive node listens on a loopback address (a node
+    that registered with a loopback address reached the head through this machine's loopback,
+    so it runs here)."""
+    remote = sorted({a for a in alive_node_addresses() if not is_loopback(a)})
+    if remote:
+        raise ValueError(
+            f"ray.single_machine: the cluster has nodes at {remote}, not on this machine's "
+            "loopback; loopback sources would not reach them (unset ray.single_machine)"
+        )
 
 
 def cluster_address() -> str:

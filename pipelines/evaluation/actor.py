@@ -77,12 +77,16 @@ class GenerationActor:
         return images
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipelines.core.placement import this_node
+
+        node = this_node().model_dump_json()  # where this batch ran (the summary's placement)
         out: dict[str, list[Any]] = {
             "batch_id": [],
             "benchmark": [],
             "start": [],
             "predictions": [],
             "seconds": [],
+            "node": [],
         }
         for job in batch.to_pylist():
             started = time.perf_counter()
@@ -95,4 +99,5 @@ class GenerationActor:
             out["start"].append(job["start"])
             out["predictions"].append(answers)
             out["seconds"].append(time.perf_counter() - started)
+            out["node"].append(node)
         return pa.table(out)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipelines.config.eval import EvalConfig
+from pipelines.core.placement import NodeRecord
 from pipelines.evaluation.actor import GenerationActor
 from pipelines.evaluation.prepare import PreparedBenchmark, prompt_input
 
@@ -80,8 +81,10 @@ def generate_all(
     eval_config: EvalConfig,
     checkpoint: str,
     on_done: OnBenchmarkDone,
+    nodes: list[NodeRecord] | None = None,
 ) -> dict[str, float]:
-    """Answer every prompt of ``benchmarks`` (Ray must be initialised); returns pass timings."""
+    """Answer every prompt of ``benchmarks`` (Ray must be initialised); returns pass timings.
+    ``nodes`` (when given) receives the node of every prompt batch answered."""
     import ray
     import ray.data
 
@@ -126,6 +129,8 @@ def generate_all(
         start = int(row["start"])
         state.predictions[start : start + len(answers)] = answers
         state.timing.actor_seconds += float(row["seconds"])
+        if nodes is not None:
+            nodes.append(NodeRecord.model_validate_json(row["node"]))
         state.batches_left -= 1
         if state.batches_left == 0:
             state.timing.finished_after_seconds = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """``report.md``, ``scores.json`` and the flat metrics of the eval stage.
 
 The comparison table puts our numbers next to the VLoRA paper's Table 1 rows for LLaVA-v1.5-7B
-and VLoRA-7B (reference/VLORA_SPEC.md; provenance in reference/BENCHMARKS.md §7). Its MME number is
+and VLoRA-7B (docs/method.md, "Results to compare with"; their sources:
+docs/benchmark-scoring.md, "Where the Table 1 numbers come from"). Its MME number is
 **perception only** (the LLaVA-1.5 paper's 1510.7 is the sum of the 10 perception subtasks), so our
 MME row is perception too; cognition and their total are listed separately. Benchmarks that were
 not run still show the paper's rows, with "not run" in our column.
@@ -27,7 +28,7 @@ class ReportRow:
     note: str = ""
 
 
-# The paper's Table 1 (VLORA_SPEC.md): LLaVA-v1.5-7B / VLoRA-7B.
+# The paper's Table 1 (docs/method.md, "Results to compare with"): LLaVA-v1.5-7B / VLoRA-7B.
 PAPER_ROWS: tuple[ReportRow, ...] = (
     ReportRow("MMBench_DEV_EN", "MMBench (dev, en)", "Overall", "CircularEval acc %", 64.3, 63.4),
     ReportRow(
@@ -187,7 +188,8 @@ def render_report(
         "Scores use exact matching without a judge (VLMEvalKit's behaviour without an API key): "
         "answers the extractor cannot read count as wrong and are listed as unresolved. "
         "'(subset)' marks a benchmark cut to a row limit: not comparable with the paper. "
-        "The LLaVA-v1.5 row of Table 1 mixes sources (reference/BENCHMARKS.md §7).",
+        "The LLaVA-v1.5 row of Table 1 mixes sources (docs/benchmark-scoring.md, "
+        "'Where the Table 1 numbers come from').",
         "",
     ]
     return "\n".join(lines)

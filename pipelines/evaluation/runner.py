@@ -21,6 +21,7 @@ from typing import Any
 
 from pipelines.config.eval import EvalConfig
 from pipelines.core import fs
+from pipelines.core.placement import NodeRecord, Placement
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
 from pipelines.evaluation import outputs
 from pipelines.evaluation.generation import BenchmarkTiming, generate_all
@@ -124,9 +125,10 @@ def evaluate(
             )
 
         pass_timing: dict[str, float] = {}
+        nodes: list[NodeRecord] = []
         if to_generate:
             ensure_ray(ray_config)
-            pass_timing = generate_all(to_generate, eval_config, checkpoint, on_done)
+            pass_timing = generate_all(to_generate, eval_config, checkpoint, on_done, nodes)
 
     order = [benchmark.key for benchmark in benchmarks]
     all_scores = {key: records[key] for key in order}
@@ -140,6 +142,8 @@ def evaluate(
         "reused": reused,
         "rescored": rescored,
         "generation_pass": pass_timing,
+        # the nodes whose actors answered this run's prompt batches (reused benchmarks: none)
+        "placement": Placement.of("batch", nodes).model_dump(),
         "benchmarks": {
             key: {
                 **{

@@ -146,6 +146,9 @@ class EncoderActor:
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from pipelines.core.placement import this_node
+
+        node = this_node().model_dump_json()  # where this unit ran (the stage summary's placement)
         rows = []
         for text in batch["unit"]:
             unit = WorkUnit.from_json(str(text))
@@ -161,6 +164,7 @@ class EncoderActor:
                     "skipped": json.dumps(outcome["skipped"]),
                     "error": outcome["error"],
                     "seconds": outcome["seconds"],
+                    "node": node,
                 }
             )
         return {key: [r[key] for r in rows] for key in rows[0]}

@@ -49,6 +49,7 @@ class Img2DatasetJob:
     save_additional_columns: list[str]
     distributor: str = "multiprocessing"
     ray_address: str | None = None  # the cluster the ray distributor joins (its GCS address)
+    placement_url: str | None = None  # distributor ray: where each shard's task ran (JSON)
 
     def download_kwargs(self) -> dict[str, Any]:
         return {
@@ -164,22 +165,67 @@ def run_img2dataset(job: Img2DatasetJob, log_path: Path, expected_shards: set[in
 def ray_distributor_address(ray_config: Any, loopback_source: str | None) -> str:
     """The cluster the ray distributor's child joins: the pipeline's (started if need be).
 
-    A source served on this machine's loopback (`loopback_source`, e.g. easyvqa) is reachable
-    from this node only, so it refuses a cluster of several nodes.
+    A source served on this machine's loopback (`loopback_source`: easyvqa, skimage, or URLs on
+    127.0.0.1) is reachable from this machine only, so a cluster of several nodes is refused,
+    unless `ray.single_machine` says (and the node addresses confirm) that every node runs here.
     """
     import ray
 
-    from pipelines.core.ray_cluster import cluster_address, ensure_ray
+    from pipelines.core.ray_cluster import check_single_machine, cluster_address, ensure_ray
 
     ensure_ray(ray_config)
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     if loopback_source and len(nodes) > 1:
+        if ray_config is not None and ray_config.single_machine:
+            check_single_machine()
+            return cluster_address()
         raise ValueError(
             f"download.distributor: 'ray' on a {len(nodes)}-node cluster cannot fetch "
             f"{loopback_source} images: they are served on this machine's loopback only; use "
-            "distributor 'multiprocessing' for local sources"
+            "distributor 'multiprocessing' for local sources (or, when every node runs on this "
+            "machine, set ray.single_machine: true)"
         )
     return cluster_address()
+
+
+def recording_ray_distributor(placement_url: str | None):
+    """img2dataset's ray distributor (one task of 1 CPU per shard), recording each shard's node
+    and outcome. A task whose node is lost is retried elsewhere (Ray's max_retries); a shard that
+    still fails is recorded and left to the stage's shard check, which redoes it."""
+    import ray
+
+    from pipelines.core.placement import this_node
+
+    @ray.remote(num_cpus=1, max_retries=3)
+    def download_shard(downloader: Any, shard: Any) -> tuple[bool, dict]:
+        ok, _ = downloader(shard)
+        return ok, this_node().model_dump()
+
+    def distributor(processes_count: int, downloader: Any, reader: Any, *_: Any) -> None:
+        pending = {download_shard.remote(downloader, shard): int(shard[0]) for shard in reader}
+        records: dict[int, dict[str, Any]] = {}
+        try:
+            while pending:
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                shard_id = pending.pop(ready)
+                try:
+                    ok, node = ray.get(ready)
+                    records[shard_id] = {"ok": ok, "node": node}
+                except ray.exceptions.RayError as err:
+                    records[shard_id] = {"ok": False, "error": str(err)[:300]}
+                    print(f"img2dataset: shard {shard_id} failed: {err}", flush=True)
+        finally:
+            if placement_url:
+                fs.write_json_atomic(placement_url, {str(k): v for k, v in records.items()})
+
+    return distributor
+
+
+def read_placement(url: str) -> dict[int, dict[str, Any]]:
+    """The records a ray-distributed pass wrote (shard id → outcome and node); {} if none."""
+    if not fs.exists(url):
+        return {}
+    return {int(k): v for k, v in fs.read_json(url).items()}
 
 
 def main(argv: list[str]) -> int:
@@ -205,6 +251,9 @@ def main(argv: list[str]) -> int:
             f"({ray.cluster_resources().get('CPU', 0):g} CPUs)",
             flush=True,
         )
+        import img2dataset.main
+
+        img2dataset.main.ray_distributor = recording_ray_distributor(job.placement_url)
     from img2dataset import download
 
     download(**job.download_kwargs())

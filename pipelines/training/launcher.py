@@ -101,7 +101,7 @@ def run_training(
     from ray.data import DataContext
     from ray.train.torch import TorchTrainer
 
-    from pipelines.training.worker import train_loop_per_worker
+    from pipelines.training.worker import recorded_placement, train_loop_per_worker
 
     use_gpu = train.use_gpu if train.use_gpu is not None else cluster_has_gpus()
     if train.max_steps is None and num_rows is None:  # epochs (default 1) need the size
@@ -191,6 +191,8 @@ def run_training(
         "loss_last": losses[-1][1] if losses else None,
         # one entry per restart from a checkpoint (worker failure, or a stopped job rerun)
         "resumed_from_steps": [int(step) for step, _ in resumes],
+        # every start of the worker group: which node each rank ran on
+        "placement": recorded_placement(config.mlflow_uri(), plan.mlflow_run_id),
         **(extra_summary or {}),
     }
     metrics = {k: float(v) for k, v in final.items() if isinstance(v, int | float) and k != "step"}

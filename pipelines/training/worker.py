@@ -123,6 +123,54 @@ def _chaos_kill(plan: TrainPlan, step: int, rank: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+PLACEMENT_TAG = "vlora.placement."  # + start time (ns): one MLflow tag per worker-group start
+
+
+def _record_placement(plan: TrainPlan, rank: int, world: int, from_step: int) -> None:
+    """Every rank's node for this start of the worker group, as a tag of the stage's MLflow
+    run (rank 0 writes it; the driver puts all starts into the stage summary). A record only:
+    a failure to write it is logged, never raised."""
+    import torch.distributed as dist
+
+    from pipelines.core.placement import TrainingAttempt, this_node
+
+    mine = this_node()
+    ranks = [mine]
+    if world > 1 and dist.is_initialized():
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, mine.model_dump())
+        ranks = [type(mine).model_validate(r) for r in gathered]
+    if rank != 0 or not (plan.mlflow_tracking_uri and plan.mlflow_run_id):
+        return
+    attempt = TrainingAttempt.of(from_step, time.time(), ranks)
+    logger.info("%s: ranks on nodes %s", plan.phase, [r.name for r in ranks])
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=plan.mlflow_tracking_uri).set_tag(
+            plan.mlflow_run_id, f"{PLACEMENT_TAG}{time.time_ns()}", attempt.model_dump_json()
+        )
+    except Exception as err:  # a missing record must not stop training
+        logger.warning("could not record the worker placement in MLflow: %s", err)
+
+
+def recorded_placement(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """Every start of the worker group recorded in the run (the stage summary's placement)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core.placement import TrainingAttempt, TrainingPlacement
+
+    tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
+    starts = {
+        int(key[len(PLACEMENT_TAG) :]): value
+        for key, value in tags.items()
+        if key.startswith(PLACEMENT_TAG) and key[len(PLACEMENT_TAG) :].isdigit()
+    }
+    attempts = [TrainingAttempt.model_validate_json(starts[t]) for t in sorted(starts)]
+    placement = TrainingPlacement(attempts=attempts)
+    return {**placement.model_dump(), "final": placement.last().model_dump()}
+
+
 def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
     import ray.train
 

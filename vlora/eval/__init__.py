@@ -12,7 +12,7 @@ Main entry points:
   (``make_generate_fn``, the adapters' factory); imported on demand (it needs torch);
 * :mod:`vlora.eval.local_benchmarks` — the EasyVQA_TEST / EasyVQA_YORN files from easy-vqa.
 
-The semantics (and where they come from upstream) are in ``reference/BENCHMARKS.md``.
+The semantics (and where they come from upstream) are in docs/benchmark-scoring.md.
 """
 
 from vlora.eval.benchmarks import BENCHMARKS, BenchmarkSpec, benchmark_keys, get_benchmark

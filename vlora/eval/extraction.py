@@ -1,6 +1,7 @@
 """Judge-free answer extraction with VLMEvalKit's exact-matching semantics.
 
-Multiple choice (``can_infer`` = option letter first, then option text; BENCHMARKS.md §0.2):
+Multiple choice (``can_infer`` = option letter first, then option text;
+docs/benchmark-scoring.md, "Answer extraction"):
 
 * ``rules="2024"`` (default): the VLoRA-era matcher (VLMEvalKit ``325df3bc``):
 
@@ -102,7 +103,7 @@ def can_infer(
     return letter
 
 
-# VQA-style punctuation handling used by YOrN_Extraction (BENCHMARKS.md §3).
+# VQA-style punctuation handling used by YOrN_Extraction (docs/benchmark-scoring.md, "Yes/no").
 _VQA_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<")
 _VQA_PUNCTUATION += ("@", "`", ",", "?", "!")
 _DIGIT_COMMA_DIGIT_RE = re.compile(r"(\d)(,)(\d)")

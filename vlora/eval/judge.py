@@ -6,7 +6,7 @@ We never call a network service; a user who wants judge-assisted numbers passes 
 ``ScoringOptions(judge=...)``. Results then carry ``judge_resolved`` so judged numbers are never
 mistaken for exact-matching ones.
 
-How the judge is used (BENCHMARKS.md §0.2, §3):
+How the judge is used (docs/benchmark-scoring.md, "The judge"):
 
 * MCQ: only rows ``can_infer`` left unresolved; in CircularEval only when no resolved row of the
   group is already wrong.

@@ -1,10 +1,10 @@
 """Multiple-choice metrics: CircularEval (MMBench, CCBench), vanilla accuracy (ScienceQA, MMMU).
 
-CircularEval (BENCHMARKS.md §1): a question's circular copies have indices ``i + k·1_000_000``;
-the group of main row ``i`` is every row with ``index % 1_000_000 == i``. Each row is compared with
-*its own* ``answer``. Any resolved row that is wrong → the question scores 0; all rows resolved and
-right → 1; otherwise (some rows unresolved, none wrong) → 0 under exact matching, or the judge
-decides the unresolved rows. ``Overall`` = mean over main questions.
+CircularEval (docs/benchmark-scoring.md, "CircularEval"): a question's circular copies have indices
+``i + k·1_000_000``; the group of main row ``i`` is every row with ``index % 1_000_000 == i``. Each
+row is compared with *its own* ``answer``. Any resolved row that is wrong → the question scores 0;
+all rows resolved and right → 1; otherwise (some rows unresolved, none wrong) → 0 under exact
+matching, or the judge decides the unresolved rows. ``Overall`` = mean over main questions.
 
 Vanilla: each row on its own (unresolved → wrong, or judged). For a circular benchmark, vanilla
 mode scores the main rows only (VLMEvalKit's ``PRINT_VANILLA`` "circ0" view).

@@ -4,17 +4,18 @@ Both read each prediction with ``YOrN_Extraction`` (or lmms-eval's parser); ``Un
 unless a judge is configured. Answers must be exactly ``Yes`` or ``No``, as upstream compares them
 verbatim with the extracted label.
 
-MME (VLMEvalKit ``MME_rating``, BENCHMARKS.md §3): per subtask, ``acc`` = % of questions right and
-``acc+`` = % of images whose questions are all right (images keyed by ``image_path``, or by the
-image content when the file has no ``image_path``); subtask score = acc + acc+ (max 200);
-``perception`` sums the 10 perception subtasks, ``cognition`` (VLMEvalKit: "reasoning") the 4
-cognition ones. Upstream fails with a KeyError when a subtask is absent; we sum the subtasks present
-and list the absent ones in ``missing_subtasks``.
+MME (VLMEvalKit ``MME_rating``, docs/benchmark-scoring.md, "MME"): per subtask, ``acc`` = % of
+questions right and ``acc+`` = % of images whose questions are all right (images keyed by
+``image_path``, or by the image content when the file has no ``image_path``); subtask score =
+acc + acc+ (max 200); ``perception`` sums the 10 perception subtasks, ``cognition`` (VLMEvalKit:
+"reasoning") the 4 cognition ones. Upstream fails with a KeyError when a subtask is absent; we sum
+the subtasks present and list the absent ones in ``missing_subtasks``.
 
-HallusionBench (``Hallusion_rating``, §5): the index tokens 3, 4, 5 (split on ``_``) are set, figure
-and question ids. ``aAcc`` = % of rows right; ``fAcc`` = % of figures (``l2-category, set, figure``)
-with all questions right; ``qAcc`` = % of questions (``l2-category, set, question``) right on every
-figure; ``Overall`` = mean(aAcc, fAcc, qAcc), the single number OpenCompass and VLoRA report.
+HallusionBench (``Hallusion_rating``, docs/benchmark-scoring.md, "HallusionBench"): the index tokens
+3, 4, 5 (split on ``_``) are set, figure and question ids. ``aAcc`` = % of rows right; ``fAcc`` = %
+of figures (``l2-category, set, figure``) with all questions right; ``qAcc`` = % of questions
+(``l2-category, set, question``) right on every figure; ``Overall`` = mean(aAcc, fAcc, qAcc), the
+single number OpenCompass and VLoRA report.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MMMU scoring in the official / lmms-eval way (``--mmmu-parser official``), with a fixed seed.
 
-Semantics of MMMU-Benchmark ``eval_utils.py`` as used by lmms-eval ``mmmu_val`` (BENCHMARKS.md §6),
-re-implemented:
+Semantics of MMMU-Benchmark ``eval_utils.py`` as used by lmms-eval ``mmmu_val``
+(docs/benchmark-scoring.md, "The official MMMU parser"), re-implemented:
 
 Multiple choice (:func:`parse_multi_choice`): strip ``, . ! ? ; : '`` from both ends (one mark after
 the other), pad with spaces, then collect candidate letters from ``(A)``; failing that ``"A "``;

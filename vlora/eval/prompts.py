@@ -1,6 +1,6 @@
 """Benchmark prompts as VLMEvalKit (and, behind a switch, lmms-eval) build them for LLaVA-style models.
 
-Two independent choices (BENCHMARKS.md §0.1):
+Two independent choices (docs/benchmark-scoring.md, "Prompts"):
 
 *Content* (``content=``):
 

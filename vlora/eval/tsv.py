@@ -3,7 +3,7 @@
 VLMEvalKit stores one benchmark as one TSV written by ``pandas.to_csv(sep='\\t', quoting=QUOTE_ALL)``
 and read back with ``pandas.read_csv(sep='\\t')``. This module reads the same files with the standard
 ``csv`` module and reproduces the conventions that matter for scoring and prompting
-(BENCHMARKS.md §0):
+(docs/benchmark-scoring.md, "VLMEvalKit TSV files"):
 
 * fields may be double-quoted and contain tabs and embedded newlines, so records are parsed, never
   split line by line;

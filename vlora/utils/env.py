@@ -1,4 +1,4 @@
-"""Offline, telemetry-free defaults (DESIGN.md): applied by every entry point.
+"""Offline, telemetry-free defaults (README, "Offline and telemetry"): applied by every entry point.
 
 `setdefault` semantics: a user who exports e.g. HF_HUB_OFFLINE=0 to download weights keeps that.
 """

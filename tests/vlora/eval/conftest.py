@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-# Verbatim copies of reference/benchmark-formats/ so the tests run from the repository alone.
+# Synthetic files in the real VLMEvalKit layouts (docs/benchmark-scoring.md, "Golden values in
+# the tests"); their digests are pinned in test_eval_golden_scores.py.
 FORMATS_DIR = Path(__file__).parent / "data" / "benchmark-formats"
 
 

@@ -1,4 +1,4 @@
-"""Answer extraction: BENCHMARKS.md §0.2 golden vectors, edge cases, yes/no extraction."""
+"""Answer extraction: the golden vectors of docs/benchmark-scoring.md, edge cases, yes/no answers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The official MMMU / lmms-eval parser (BENCHMARKS.md §6), including its seeded random fallback."""
+"""The official MMMU / lmms-eval parser, including its seeded random fallback.
+
+What it does: docs/benchmark-scoring.md, "The official MMMU parser".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Prompts exactly as VLMEvalKit / lmms-eval build them for LLaVA-style models (BENCHMARKS.md §0.1)."""
+"""Prompts exactly as VLMEvalKit / lmms-eval build them for LLaVA-style models.
+
+The rules: docs/benchmark-scoring.md, "Prompts".
+"""
 
 from __future__ import annotations
 

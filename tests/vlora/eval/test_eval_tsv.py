@@ -1,4 +1,7 @@
-"""The VLMEvalKit TSV reader: conventions of BENCHMARKS.md §0 and errors that name the row."""
+"""The VLMEvalKit TSV reader: its conventions and errors that name the row.
+
+The conventions: docs/benchmark-scoring.md, "VLMEvalKit TSV files".
+"""
 
 from __future__ import annotations
 

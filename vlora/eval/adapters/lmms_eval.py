@@ -1,4 +1,6 @@
-"""lmms-eval model class for VLoRA: :class:`VLoRALmms` (BENCHMARKS.md §8.2).
+"""lmms-eval model class for VLoRA: :class:`VLoRALmms`.
+
+The interface it implements: docs/benchmark-scoring.md, "Toolkit adapters".
 
 It subclasses ``lmms_eval.api.model.lmms`` when lmms-eval is importable; otherwise the base class is
 ``object`` (``LMMS_EVAL_AVAILABLE`` is False) so this module imports without the toolkit. It is a

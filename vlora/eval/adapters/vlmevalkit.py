@@ -1,4 +1,6 @@
-"""VLMEvalKit model class for VLoRA: :class:`VLoRAVLMEval` (BENCHMARKS.md §8.1).
+"""VLMEvalKit model class for VLoRA: :class:`VLoRAVLMEval`.
+
+The interface it implements: docs/benchmark-scoring.md, "Toolkit adapters".
 
 It subclasses ``vlmeval.vlm.base.BaseModel`` when VLMEvalKit is importable; otherwise the base class
 is ``object`` (``VLMEVALKIT_AVAILABLE`` is False) so this module imports, and can be unit-tested,
