@@ -93,8 +93,3 @@ def resolve_has_image(
             return torch.tensor([im is not None for im in images], dtype=torch.bool)
         return torch.ones(batch_size, dtype=torch.bool)
     return has_image.to(torch.bool).cpu()
-
-
-def shift_labels_mask_check(labels: torch.Tensor | None) -> None:
-    if labels is not None and bool((labels == IMAGE_TOKEN_INDEX).any()):
-        raise ValueError("labels contain the image placeholder id; it must be IGNORE_INDEX")

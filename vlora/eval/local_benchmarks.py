@@ -262,11 +262,6 @@ LOCAL_BUILDERS: dict[str, Callable[..., LocalBenchmarkBuild]] = {
 }
 
 
-def is_local_benchmark(key: str) -> bool:
-    """True for the keys that :func:`build_local_benchmark` can build."""
-    return key in LOCAL_BUILDERS
-
-
 def build_local_benchmark(
     key: str, path: str | Path, *, images: int | None = None
 ) -> LocalBenchmarkBuild:

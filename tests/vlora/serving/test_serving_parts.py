@@ -40,7 +40,7 @@ def stream_all(text: str, stop=()) -> tuple[list[str], TextStream]:
 
 
 def test_text_stream_holds_back_split_characters() -> None:
-    deltas, stream = stream_all("héllo €")  # é and € are 2 and 3 byte-level tokens
+    deltas, _stream = stream_all("héllo €")  # é and € are 2 and 3 byte-level tokens
     assert "".join(deltas) == "héllo €"
     assert all("\ufffd" not in d for d in deltas)
 
