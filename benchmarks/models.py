@@ -34,9 +34,8 @@ from vlora.presets import VICUNA_7B_ARCH, get_preset
 from vlora.tokenizer import load_tokenizer
 from vlora.vision import build_vision_encoder
 
-# The paper's generator (docs/method.md, "The model"): h_p=512, N=8, 16 heads, r=64, qkvom,
-# every 4th block.
-PAPER_GENERATOR = GeneratorConfig(hidden_size=512, num_blocks=8, num_heads=16, rank=64)
+# The paper's generator (docs/method.md, "The model"), as the paper preset builds it.
+PAPER_GENERATOR = get_preset("vicuna7b-clip336").model.generator
 
 # Vicuna-7B's proportions at h=512 so that it runs on a 2-core CPU: 32 blocks (k=8 inserted, as
 # at 7B), head_dim 128 (4 heads, no GQA), FFN 2.6875·h (11008/4096), vocab 32000. The generator

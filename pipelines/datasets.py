@@ -90,7 +90,7 @@ class DataSettings:
 def data_settings(config: PipelineConfig, max_length: int | None = None) -> DataSettings:
     from vlora.presets import get_preset
 
-    model = config.model_config_for_run()
+    model = config.resolved_model
     return DataSettings(
         tokenizer=model.llm.tokenizer or model.llm.source,
         revision=model.llm.revision,
@@ -211,7 +211,7 @@ def pretrain_dataset_with_report(
         raise FileNotFoundError(
             f"no feature Parquet files in {features.artifacts['pretrain_features']}"
         )
-    _check_files(files, settings, config.model_config_for_run().vision)
+    _check_files(files, settings, config.resolved_model.vision)
     ensure_ray(config.ray)
     read_args = _ray_read_args(files)
     captions = ray.data.read_parquet(**read_args, columns=["key", "caption"])
@@ -339,7 +339,7 @@ def sft_dataset(
     import ray.data
 
     settings = data_settings(config, max_length)
-    model = config.model_config_for_run()
+    model = config.resolved_model
     json_url = artifact(features, "sft_json")
     with open_url(json_url) as handle:
         raw = parse_records_text(handle.read().decode("utf-8"), json_url)

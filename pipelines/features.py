@@ -79,7 +79,7 @@ class FeaturesFailedError(RuntimeError):
 
 def key_config(config: PipelineConfig) -> dict[str, Any]:
     return {
-        "vision": config.model_config_for_run().vision.model_dump(mode="json"),
+        "vision": config.resolved_model.vision.model_dump(mode="json"),
         **config.features.key_config(),
     }
 
@@ -115,7 +115,7 @@ def encode_units(
     results = dataset.map_batches(
         actor_class or EncoderActor,
         fn_constructor_kwargs={
-            "encoder_json": config.model_config_for_run().vision.model_dump(mode="json"),
+            "encoder_json": config.resolved_model.vision.model_dump(mode="json"),
             "output_dir": output_dir,
             "batch_size": features.batch_size,
             "decode_threads": features.decode_threads,
@@ -231,7 +231,7 @@ def _check(config: PipelineConfig, summary: dict[str, Any], output_dir: str) -> 
 def run(config: PipelineConfig, force: bool = False) -> StageResult:
     upstream = upstream_results(config, STAGE)
     download = upstream["download"]
-    vision = config.model_config_for_run().vision
+    vision = config.resolved_model.vision
 
     def body(output_dir: str) -> dict[str, Any]:
         units = work_units(config, download)

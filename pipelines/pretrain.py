@@ -23,7 +23,7 @@ UPSTREAM = ("features",)
 def key_config(config: PipelineConfig) -> dict:
     return {
         "design": config.design,
-        "model": config.model_config_for_run().model_dump(mode="json"),
+        "model": config.resolved_model.model_dump(mode="json"),
         "train": config.pretrain.key_config(),
     }
 

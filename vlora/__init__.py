@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["InputSpaceModel", "ModelConfig", "VLoRAModel", "get_preset", "preset_names"]
+__all__ = [
+    "InputSpaceModel",
+    "ModelConfig",
+    "VLoRAModel",
+    "get_preset",
+    "load_pretrained",
+    "preset_names",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from vlora.auto import load_pretrained
     from vlora.baseline import InputSpaceModel
     from vlora.config import ModelConfig
     from vlora.model import VLoRAModel
@@ -21,6 +29,7 @@ _LAZY = {
     "InputSpaceModel": "vlora.baseline",
     "ModelConfig": "vlora.config",
     "get_preset": "vlora.presets",
+    "load_pretrained": "vlora.auto",
     "preset_names": "vlora.presets",
 }
 

@@ -8,6 +8,10 @@ Layout of a saved model folder:
     vision.safetensors    only for a random-init vision encoder (otherwise referenced)
 
 The LLM folder is a plain Hugging Face checkpoint (delta wrappers unwrapped), loadable alone.
+
+This module is the folder format only: it knows no model class. `MultimodalModel.from_pretrained`
+passes its own class to `build_model`; `vlora.auto.load_pretrained` picks the class by the kind
+the folder records.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file, save_file
 
 from vlora.config import ModelConfig
 from vlora.delta.injection import unwrapped_state_dict_key
+from vlora.llm import build_llm
+from vlora.tokenizer import load_tokenizer
 from vlora.utils.atomic import atomic_directory
+from vlora.vision import build_vision_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +56,9 @@ def _state_dict(module) -> dict:
 
 
 def save_pretrained(model, path: str | Path, save_llm: bool | None = None) -> Path:
-    """Write `model` to `path` atomically (a reader never sees a half-written folder)."""
-    from vlora.model import VLoRAModel
-
-    if isinstance(model, VLoRAModel) and model.is_merged:
+    """Write `model` (a `MultimodalModel`) to `path` atomically: a reader never sees a
+    half-written folder."""
+    if getattr(model, "is_merged", False):  # only VLoRA models merge
         raise RuntimeError("unmerge() before saving: merged weights belong to one image")
     final = Path(path)
     embed_llm = model.llm_modified if save_llm is None else save_llm
@@ -113,24 +120,17 @@ def read_checkpoint_config(path: str | Path) -> dict:
     return manifest
 
 
-def load_pretrained(path: str | Path):
-    """Rebuild the model saved at `path`; returns VLoRAModel or InputSpaceModel."""
-    from vlora.baseline import InputSpaceModel
-    from vlora.model import VLoRAModel
-    from vlora.tokenizer import load_tokenizer
-
+def build_model(cls: type[Any], path: str | Path, manifest: dict | None = None) -> Any:
+    """Rebuild the model saved at `path` as `cls` (a `MultimodalModel` subclass of the folder's
+    kind); `manifest` is `read_checkpoint_config(path)` when the caller has read it already."""
     root = Path(path).resolve()
-    manifest = read_checkpoint_config(root)
+    manifest = manifest or read_checkpoint_config(root)
+    if manifest["kind"] != cls.kind:
+        raise TypeError(f"{path} holds a '{manifest['kind']}' model, not '{cls.kind}'")
     config = ModelConfig.model_validate(manifest["model"])
     if manifest["llm_weights"] == "embedded":
         config.llm.source = str(root / "llm")
         config.llm.revision = None
-    classes = {cls.kind: cls for cls in (VLoRAModel, InputSpaceModel)}
-    cls = classes[manifest["kind"]]
-
-    from vlora.llm import build_llm
-    from vlora.vision import build_vision_encoder
-
     vision = build_vision_encoder(config.vision)
     if manifest["vision_weights"] == "embedded":
         vision.load_state_dict(load_file(root / VISION_FILE), strict=True)

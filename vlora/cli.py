@@ -24,8 +24,9 @@ from vlora.utils.env import apply_offline_defaults
 
 def load_model(spec: str, design: str = "vlora"):
     """A saved model folder, or a preset name (built fresh, untrained)."""
+    from vlora.auto import load_pretrained
     from vlora.baseline import InputSpaceModel
-    from vlora.checkpoint import CONFIG_FILE, load_pretrained
+    from vlora.checkpoint import CONFIG_FILE
     from vlora.model import VLoRAModel
     from vlora.presets import PRESETS
 

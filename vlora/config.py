@@ -127,7 +127,11 @@ class LLMConfig(StrictModel):
 
 
 class GeneratorConfig(StrictModel):
-    """The perceptual weights generator (docs/method.md, "The model")."""
+    """The perceptual weights generator (docs/method.md, "The model").
+
+    The field defaults are the paper's generator, and the one place its numbers are written: the
+    `vicuna7b-clip336` presets and the 7B-shaped benchmarks take them from here.
+    """
 
     hidden_size: int = Field(default=512, gt=0, description="Generator width h_p.")
     num_blocks: int = Field(default=8, gt=0, description="Decoder blocks N.")

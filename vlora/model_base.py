@@ -14,11 +14,13 @@ from PIL import Image
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from vlora import checkpoint
 from vlora.config import ModelConfig
 from vlora.data.templates import Turn, get_template
 from vlora.data.tokenize import IMAGE_TOKEN_INDEX, encode_conversation, stop_token_ids
 from vlora.inputs import ImagesInput, pad_rows, resolve_has_image
 from vlora.llm import build_llm
+from vlora.presets import get_preset
 from vlora.tokenizer import load_tokenizer
 from vlora.vision import VisionEncoder, build_vision_encoder
 
@@ -69,24 +71,17 @@ class MultimodalModel(nn.Module, abc.ABC):
 
     @classmethod
     def from_preset(cls, name: str, meta: bool = False) -> MultimodalModel:
-        from vlora.presets import get_preset
-
         return cls.from_config(get_preset(name).model, meta=meta)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MultimodalModel:
-        from vlora.checkpoint import load_pretrained
-
-        model = load_pretrained(path)
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a '{model.kind}' model, not '{cls.kind}'")
-        return model
+        """The model saved at `path`; a folder of another kind raises TypeError (load any kind
+        with `vlora.auto.load_pretrained`)."""
+        return checkpoint.build_model(cls, path)
 
     def save_pretrained(self, path: str | Path, save_llm: bool | None = None) -> Path:
         """safetensors + JSON config; the base LLM is referenced unless its weights changed."""
-        from vlora.checkpoint import save_pretrained
-
-        return save_pretrained(self, path, save_llm=save_llm)
+        return checkpoint.save_pretrained(self, path, save_llm=save_llm)
 
     @abc.abstractmethod
     def bridge_modules(self) -> dict[str, nn.Module]:

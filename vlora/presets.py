@@ -91,10 +91,12 @@ TINY_SIGLIP_VISION_ARCH = {
 
 @PRESETS.register("vicuna7b-clip336")
 def _vicuna7b_clip336() -> Preset:
+    generator = GeneratorConfig()  # GeneratorConfig's defaults are the paper's generator
     return Preset(
         name="vicuna7b-clip336",
-        description="The paper: Vicuna-7B-v1.5 + CLIP ViT-L/14-336, h_p=512, N=8, r=64, qkvom "
-        "in every 4th block (3, 7, …, 31).",
+        description=f"The paper: Vicuna-7B-v1.5 + CLIP ViT-L/14-336, h_p={generator.hidden_size}, "
+        f"N={generator.num_blocks}, r={generator.rank}, {''.join(generator.targets)} in every "
+        f"{generator.insert_every}th block (3, 7, …, 31).",
         model=ModelConfig(
             vision=VisionEncoderConfig(
                 backend="open_clip",
@@ -110,9 +112,7 @@ def _vicuna7b_clip336() -> Preset:
             llm=LLMConfig(
                 source="lmsys/vicuna-7b-v1.5", architecture=VICUNA_7B_ARCH, dtype="bfloat16"
             ),
-            generator=GeneratorConfig(
-                hidden_size=512, num_blocks=8, num_heads=16, rank=64, insert_every=4
-            ),
+            generator=generator,
         ),
         recipe=RecipeConfig(),
     )

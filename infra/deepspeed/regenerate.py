@@ -45,7 +45,7 @@ def render(section: str, overrides: list[str]) -> dict[str, Any]:
         get_preset(config.preset).recipe,
         section,
         design=config.design,
-        model_config_json=None,
+        fresh_model_config=None,
         init_checkpoint=None,
         # the row count only sets the step count, which the DeepSpeed JSON does not hold;
         # an epoch-based section needs one, so it gets exactly one global batch

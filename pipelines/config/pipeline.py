@@ -7,11 +7,12 @@ works too. Overrides use dotted paths with YAML values: `download.processes=4`,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipelines.config.base import StageConfig
 from pipelines.config.download import DownloadConfig
@@ -94,6 +95,10 @@ class PipelineConfig(StageConfig):
     registry: RegisterConfig = Field(
         default_factory=RegisterConfig, description="The register stage (MLflow model registry)."
     )
+    # The preset's ModelConfig with `model` applied, resolved once when the config is validated
+    # and handed on typed to every stage; keyed on what it was resolved from, so a changed
+    # `preset` or `model` (assignment, model_copy(update=…)) resolves again instead of going stale.
+    _resolved_model: tuple[str, ModelConfig] | None = PrivateAttr(default=None)
 
     @field_validator("workdir")
     @classmethod
@@ -164,24 +169,32 @@ class PipelineConfig(StageConfig):
         return self
 
     @model_validator(mode="after")
-    def _model_overrides_valid(self) -> PipelineConfig:
-        self.model_config_for_run()  # fails now, naming the field, rather than mid-run
+    def _resolve_model(self) -> PipelineConfig:
+        self.resolved_model  # noqa: B018  fails now, naming the field, rather than mid-run
         return self
 
-    def model_config_for_run(self) -> ModelConfig:
-        """The preset's model config with `model` overrides applied."""
-        from vlora.presets import get_preset
+    @property
+    def resolved_model(self) -> ModelConfig:
+        """The model this run builds: the preset's ModelConfig with `model` overrides applied."""
+        source = json.dumps([self.preset, self.model], sort_keys=True, default=str)
+        if self._resolved_model is None or self._resolved_model[0] != source:
+            self._resolved_model = (source, _resolve_model_config(self.preset, self.model))
+        return self._resolved_model[1]
 
-        base = get_preset(self.preset).model
-        if not self.model:
-            return base
-        data = base.model_dump(mode="json")
-        for dotted, value in _leaves(self.model):
-            _set_dotted(data, dotted, value)
-        try:
-            return ModelConfig.model_validate(data)
-        except ValidationError as err:
-            raise ValueError(describe_errors(err, prefix="model.")) from None
+
+def _resolve_model_config(preset: str, overrides: dict[str, Any]) -> ModelConfig:
+    from vlora.presets import get_preset
+
+    base = get_preset(preset).model
+    if not overrides:
+        return base
+    data = base.model_dump(mode="json")
+    for dotted, value in _leaves(overrides):
+        _set_dotted(data, dotted, value)
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as err:
+        raise ValueError(describe_errors(err, prefix="model.")) from None
 
 
 def fs_path(url: str) -> str:

@@ -228,6 +228,6 @@ def load_registered_model(
 
 def load_registered_vlora(name: str, ref: str, tracking_uri: str, dst: str | Path | None = None):
     """The registered model, verified, as a VLoRAModel (or InputSpaceModel for the baseline)."""
-    from vlora.checkpoint import load_pretrained
+    from vlora.auto import load_pretrained
 
     return load_pretrained(load_registered_model(name, ref, tracking_uri, dst))

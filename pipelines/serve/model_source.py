@@ -197,7 +197,7 @@ def load_model(resolved: ResolvedModel, settings: ModelSettings):
                     settings.cache_dir,
                 )
             )
-        from vlora.checkpoint import load_pretrained
+        from vlora.auto import load_pretrained
 
         model = load_pretrained(folder)
     device = resolve_device(settings.device)

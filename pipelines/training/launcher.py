@@ -54,9 +54,7 @@ def prepare_plan(
         get_preset(config.preset).recipe,
         phase,
         design=config.design,
-        model_config_json=config.model_config_for_run().model_dump(mode="json")
-        if init_checkpoint is None
-        else None,
+        fresh_model_config=config.resolved_model if init_checkpoint is None else None,
         init_checkpoint=init_checkpoint,
         num_rows=num_rows,
         use_gpu=use_gpu,

@@ -2,7 +2,8 @@
 
 `resolve_plan` turns a TrainConfig plus the preset's recipe into concrete batch sizes, steps and
 learning rates, and fails with a message naming the config field when they do not add up.
-The plan is a plain pydantic model, so it travels to Ray workers as JSON.
+The plan is a plain pydantic model (the model to build included, as a typed ModelConfig), so
+it travels to Ray workers as JSON and is validated back into the same types there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.config.train import TrainConfig
-from vlora.config import RecipeConfig
+from vlora.config import ModelConfig, RecipeConfig
 
 Phase = Literal["pretrain", "sft"]
 
@@ -23,7 +24,7 @@ class TrainPlan(BaseModel):
 
     phase: Phase
     design: Literal["vlora", "input_space"]
-    model_config_json: dict | None  # ModelConfig for a fresh model (pretrain)
+    fresh_model_config: ModelConfig | None  # the model to build from scratch (pretrain)
     init_checkpoint: str | None  # exported model to start from (sft)
     train_llm: bool
     strategy: Literal["deepspeed", "ddp"]
@@ -96,7 +97,7 @@ def resolve_plan(
     phase: Phase,
     *,
     design: Literal["vlora", "input_space"],
-    model_config_json: dict | None,
+    fresh_model_config: ModelConfig | None,
     init_checkpoint: str | None,
     num_rows: int | None,
     use_gpu: bool,
@@ -144,7 +145,7 @@ def resolve_plan(
     return TrainPlan(
         phase=phase,
         design=design,
-        model_config_json=model_config_json,
+        fresh_model_config=fresh_model_config,
         init_checkpoint=init_checkpoint,
         train_llm=train_llm,
         strategy=config.strategy,

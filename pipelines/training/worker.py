@@ -37,9 +37,8 @@ def _setup_environment(use_gpu: bool) -> None:
 
 def build_model(plan: TrainPlan):
     """A fresh model (pre-training) or the pre-training export (SFT), with the right parts trainable."""
+    from vlora.auto import load_pretrained
     from vlora.baseline import InputSpaceModel
-    from vlora.checkpoint import load_pretrained
-    from vlora.config import ModelConfig
     from vlora.model import VLoRAModel
 
     if plan.init_checkpoint is not None:
@@ -53,7 +52,9 @@ def build_model(plan: TrainPlan):
             )
     else:
         cls = VLoRAModel if plan.design == "vlora" else InputSpaceModel
-        model = cls.from_config(ModelConfig.model_validate(plan.model_config_json))
+        if plan.fresh_model_config is None:
+            raise ValueError(f"{plan.phase}: the plan names neither a checkpoint nor a model")
+        model = cls.from_config(plan.fresh_model_config)
     model.set_trainable(bridge=True, llm=plan.train_llm)
     if plan.gradient_checkpointing:
         model.enable_gradient_checkpointing()

@@ -205,3 +205,13 @@ def test_generate_text_with_pil_images_and_text_only_prompts() -> None:
     image = Image.new("RGB", (40, 24), (200, 30, 30))
     answers = model.generate_text(["what colour?", "hi"], images=[image, None], max_new_tokens=4)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_auto_load_picks_the_class_the_folder_records(tmp_path) -> None:
+    from vlora.auto import load_pretrained, model_class
+
+    for cls in (VLoRAModel, InputSpaceModel):
+        path = cls.from_preset("tiny-llama").save_pretrained(tmp_path / cls.kind)
+        assert type(load_pretrained(path)) is cls
+    with pytest.raises(ValueError, match="unknown model kind 'mystery'; known: vlora, input_space"):
+        model_class("mystery")

@@ -1,6 +1,6 @@
 """Greedy generation from a saved checkpoint, for the eval stage and the toolkit adapters.
 
-* :func:`load_model_for_eval` — ``vlora.checkpoint.load_pretrained`` + eval mode, device, dtype.
+* :func:`load_model_for_eval` — ``vlora.auto.load_pretrained`` + eval mode, device, dtype.
 * :class:`BatchGenerator` — prompt strings (+ one optional image each) → answers, batched with
   left padding; VLoRA uses per-sample factorised deltas (``delta_mode="factorised"``), so a batch
   mixes images freely and each answer is what the same prompt alone would give up to float
@@ -67,7 +67,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_model_for_eval(checkpoint: str, *, device: str = "auto", dtype: str = "auto") -> Any:
     """The model saved at ``checkpoint`` (a local folder), in eval mode on ``device``/``dtype``."""
-    from vlora.checkpoint import load_pretrained
+    from vlora.auto import load_pretrained
 
     model = load_pretrained(checkpoint)
     target = resolve_device(device)
@@ -80,7 +80,7 @@ class BatchGenerator:
     """Greedy answers for batches of (prompt string, optional image) on a loaded model.
 
     Args:
-        model: a ``VLoRAModel`` or ``InputSpaceModel`` (``vlora.checkpoint.load_pretrained``).
+        model: a ``VLoRAModel`` or ``InputSpaceModel`` (``vlora.auto.load_pretrained``).
         prompt_input: what the prompt strings are (module docstring); per call overridable.
         max_new_tokens: default answer budget; per call overridable.
     """

@@ -42,7 +42,7 @@ def test_training_plan_carries_the_resolved_seed(tmp_path) -> None:
         get_preset(config.preset).recipe,
         "sft",
         design="vlora",
-        model_config_json=None,
+        fresh_model_config=None,
         init_checkpoint="x",
         num_rows=64,
         use_gpu=False,

@@ -275,7 +275,7 @@ def test_config_validation_and_key() -> None:
 
     config = load_pipeline_config("smoke", base)
     key = key_config(config)
-    assert key["vision"] == config.model_config_for_run().vision.model_dump(mode="json")
+    assert key["vision"] == config.resolved_model.vision.model_dump(mode="json")
     assert key["dtype"] == "float16" and key["compute_dtype"] == "float32"
     faster = load_pipeline_config(
         "smoke",
@@ -286,7 +286,5 @@ def test_config_validation_and_key() -> None:
         key_config(load_pipeline_config("smoke", [*base, "features.compute_dtype=bfloat16"])) != key
     )
     local = load_pipeline_config("local", base)  # another preset (and its model overrides)
-    assert key_config(local)["vision"] == local.model_config_for_run().vision.model_dump(
-        mode="json"
-    )
+    assert key_config(local)["vision"] == local.resolved_model.vision.model_dump(mode="json")
     assert key_config(local)["vision"] != key["vision"]

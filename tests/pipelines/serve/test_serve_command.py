@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.serve.process import ServerProcess
 from tests.pipelines.serve.conftest import data_url
-from vlora.checkpoint import load_pretrained
+from vlora.auto import load_pretrained
 from vlora.eval.generate_fn import BatchGenerator
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from pipelines.config import load_pipeline_config
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
 from pipelines.training.launcher import run_training
-from vlora.checkpoint import load_pretrained
+from vlora.auto import load_pretrained
 from vlora.data.templates import PlainTemplate, Turn
 from vlora.data.tokenize import encode_segments
 from vlora.delta.injection import unwrapped_state_dict_key

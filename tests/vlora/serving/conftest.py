@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from vlora import InputSpaceModel, VLoRAModel
-from vlora.checkpoint import load_pretrained
+from vlora.auto import load_pretrained
 from vlora.data.templates import Turn, get_template
 from vlora.data.tokenize import encode_conversation
 
