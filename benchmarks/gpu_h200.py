@@ -1,7 +1,8 @@
 """VLoRA vs the input-space baseline at real 7B shapes on one H200 (~5 min).
 
-    python benchmarks/gpu_h200.py --out benchmarks/results/            # needs CUDA
-    python benchmarks/gpu_h200.py --dry-run --out /tmp/gpu_dry         # CPU, tiny, seconds
+    python -m benchmarks.gpu_h200 --out benchmarks/results/            # needs CUDA
+    python -m benchmarks.gpu_h200 --dry-run --out /tmp/gpu_dry         # CPU, tiny, seconds
+    python -m benchmarks.gpu_h200 --plot-from benchmarks/results/gpu_h200.json
 
 Random-init Llama at Vicuna-7B-v1.5 shapes (h=4096, d=32 unless --blocks), bf16, with the
 paper's generator (h_p=512, N=8, r=64, qkvom, k = every 4th block) and synthetic CLIP-L
@@ -18,7 +19,8 @@ in one is recorded and the next still runs):
    step time, samples/s, text tokens/s, peak memory, VLoRA vs baseline at the same batch.
    Without DeepSpeed installed it falls back to plain torch AdamW and says so.
 `--dry-run` runs every section on the CPU with a tiny model (DeepSpeed on gloo if installed).
-Writes <out>/gpu_h200.{json,md} (dry run: gpu_h200_dryrun.{json,md}).
+Writes <out>/gpu_h200.{json,md,png} (dry run: gpu_h200_dryrun.{json,md,png}), drawn by
+benchmarks/gpu_h200_report.py; the training section is benchmarks/gpu_train.py.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ from typing import Any
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks import gpu_h200_report
 from benchmarks import models as bm
-from benchmarks.gpu_report import markdown, plot
+from benchmarks.flops import count_flops, matmul_peak, memory_bandwidth, rate
 from benchmarks.gpu_train import train_section
+from benchmarks.machine import set_threads
+from benchmarks.results_io import DEFAULT_OUT, write_results
+from benchmarks.timing import Timing, summarize, time_call, time_interleaved
 from vlora.flops import input_space_flops, vlora_flops
 from vlora.utils.env import apply_offline_defaults
 
@@ -55,8 +57,12 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_h200",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--dry-run", action="store_true", help="tiny model on the CPU: checks the logic")
     p.add_argument("--blocks", type=int, default=None, help="LLM blocks (default: all 32)")
     p.add_argument("--text-tokens", type=_ints, default=[16, 32, 128, 512])
@@ -90,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def require_cuda() -> None:
     if not torch.cuda.is_available():
         sys.exit(
-            "gpu_h200.py needs a CUDA GPU (written for one H200) and found none "
+            "benchmarks.gpu_h200 needs a CUDA GPU (written for one H200) and found none "
             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). "
             "Use --dry-run to check the script's logic on the CPU with a tiny model."
         )
@@ -121,18 +127,18 @@ class Results:
         self.write()
 
     def write(self) -> None:
-        common.write_results(self.args.out, self.name, self.data, markdown(self.data))
+        write_results(self.args.out, self.name, self.data, gpu_h200_report.markdown(self.data))
 
 
 # ----- sections -----------------------------------------------------------------------------
 def peak_section(device: str, dry_run: bool) -> dict[str, Any]:
     if device == "cpu":
-        gemm = common.matmul_peak(sizes=(128, 256) if dry_run else (512, 1024, 2048))
+        gemm = matmul_peak(sizes=(128, 256) if dry_run else (512, 1024, 2048))
     else:
-        gemm = common.matmul_peak(
+        gemm = matmul_peak(
             sizes=(2048, 4096, 8192), repeats=10, dtype=torch.bfloat16, device=device
         )
-    copy = common.memory_bandwidth(1 if dry_run else 1024, repeats=10, device=device)
+    copy = memory_bandwidth(1 if dry_run else 1024, repeats=10, device=device)
     return {"gemm": gemm, "copy_gb_per_s_read_plus_write": copy["copy_gb_per_s"]}
 
 
@@ -143,18 +149,18 @@ def _peak_gflops(results: Results) -> float:
 
 def _row(
     path: str,
-    timing: common.Timing,
+    timing: Timing,
     fn: Callable[[], Any] | None,
     peak: float,
     flops: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     if flops is None and fn is not None:
-        flops = common.count_flops(fn).total
+        flops = count_flops(fn).total
     row = {"path": path, **extra, "median_ms": timing.median_s * 1e3, "iqr_ms": timing.iqr_s * 1e3}
     if flops is not None:
         row["counted_gflop"] = flops / 1e9
-        row.update(common.rate(flops, timing.median_s, peak))
+        row.update(rate(flops, timing.median_s, peak))
     return row
 
 
@@ -176,9 +182,7 @@ def prefill_section(pair: bm.BenchPair, args: argparse.Namespace, peak: float) -
                 w.unmerge()
 
         gen = lambda: vlora.compute_factors(feats[:1])  # noqa: E731
-        t = common.time_interleaved(
-            {"generator": gen, "merge": merge_unmerge}, args.repeats, args.warmup
-        )
+        t = time_interleaved({"generator": gen, "merge": merge_unmerge}, args.repeats, args.warmup)
         rows.append(
             _row("generator", t["generator"], gen, peak, visual_tokens=pair.case.visual_tokens)
         )
@@ -204,7 +208,7 @@ def prefill_section(pair: bm.BenchPair, args: argparse.Namespace, peak: float) -
                     paths[f"L{n}"] = lambda emb=emb: baseline.llm(
                         inputs_embeds=emb, logits_to_keep=1
                     )
-                t = common.time_interleaved(paths, args.repeats, args.warmup)
+                t = time_interleaved(paths, args.repeats, args.warmup)
                 rows.append(
                     _row(
                         f"vlora_prefill_{mode}",
@@ -281,9 +285,9 @@ def graphs_section(pair: bm.BenchPair, args: argparse.Namespace, peak: float) ->
                 eager[f"L{n}"] = lambda emb=emb: baseline.llm(
                     inputs_embeds=emb, logits_to_keep=1, use_cache=False
                 )
-            flops = {key: common.count_flops(fn).total for key, fn in eager.items()}
+            flops = {key: count_flops(fn).total for key, fn in eager.items()}
             replays = {key: cuda_graph(fn) for key, fn in eager.items()}
-            t = common.time_interleaved(replays, args.repeats, args.warmup)
+            t = time_interleaved(replays, args.repeats, args.warmup)
             rows.append(
                 _row(
                     "vlora_prefill_merged_graph",
@@ -325,7 +329,7 @@ def device_profile(fn: Callable[[], Any], reps: int = 3) -> dict[str, Any]:
     """Wall time vs GPU kernel time of one call, and the kernels that take the most."""
     from torch.profiler import ProfilerActivity, profile
 
-    wall = common.summarize([common.time_call(fn) for _ in range(reps)]).median_s
+    wall = summarize([time_call(fn) for _ in range(reps)]).median_s
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
             fn()
@@ -388,9 +392,9 @@ def crossover_section(pair: bm.BenchPair, args: argparse.Namespace) -> dict[str,
                 w.unmerge()
 
         prefill = lambda: vlora.llm(input_ids=ids, logits_to_keep=1)  # noqa: E731
-        t = common.time_interleaved({"merge": merge_unmerge}, args.repeats, args.warmup)
+        t = time_interleaved({"merge": merge_unmerge}, args.repeats, args.warmup)
         timings = {"merge": t["merge"]}
-        t = common.time_interleaved(
+        t = time_interleaved(
             {"prefill_merged": prefill, "prefill_factorised": prefill},
             args.repeats,
             args.warmup,
@@ -408,7 +412,7 @@ def crossover_section(pair: bm.BenchPair, args: argparse.Namespace) -> dict[str,
         def with_state(switch: Callable[[], None], loop: bm.DecodeLoop) -> Callable[[], None]:
             return lambda: (switch(), loop.reset())
 
-        t = common.time_interleaved(
+        t = time_interleaved(
             {
                 "decode_merged": loop1.run,
                 "decode_factorised": loop1.run,
@@ -454,13 +458,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.plot_from:
         source = Path(args.plot_from)
         data = json.loads(source.read_text())
-        print(f"wrote {plot(data, source.with_suffix('.png'))}")
+        print(f"wrote {gpu_h200_report.plot(data, source.with_suffix('.png'))}")
         return data
     if not args.dry_run:
         require_cuda()
     device = "cpu" if args.dry_run else "cuda"
     if device == "cpu":
-        common.set_threads(min(2, os.cpu_count() or 1))
+        set_threads(min(2, os.cpu_count() or 1))
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
     results = Results(args, f"{NAME}_dryrun" if args.dry_run else NAME)
@@ -496,8 +500,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.section("train", lambda: train_section(pair, args, device))
     results.write()
     with contextlib.suppress(Exception):  # a missing plotting backend must not lose results
-        plot(results.data, Path(args.out) / f"{results.name}.png")
-    print(markdown(results.data))
+        gpu_h200_report.plot(results.data, Path(args.out) / f"{results.name}.png")
+    print(gpu_h200_report.markdown(results.data))
     return results.data
 
 

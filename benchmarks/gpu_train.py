@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
 from benchmarks import models as bm
+from benchmarks.timing import summarize
 from vlora.data.tokenize import IGNORE_INDEX
 
 
@@ -145,14 +145,14 @@ def train_one(
                 ("step", t3 - t0),
             ):
                 phases[key].append(value)
-    timing = common.summarize(phases["step"], warmup)
+    timing = summarize(phases["step"], warmup)
     text_tokens = micro_batch * (batch["input_ids"].shape[1] - 1)
     out = {
         "engine": engine_name,
         "micro_batch": micro_batch,
         "step": timing.to_dict(),
         "step_ms": timing.median_s * 1e3,
-        "phase_ms": {k: common.summarize(v).median_s * 1e3 for k, v in phases.items()},
+        "phase_ms": {k: summarize(v).median_s * 1e3 for k, v in phases.items()},
         "samples_per_s": micro_batch / timing.median_s,
         "text_tokens_per_s": text_tokens / timing.median_s,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -1,7 +1,7 @@
 """LLM cost of VLoRA vs the input-space baseline, same LLM, one run.
 
-    python benchmarks/llm_cost.py                       # both cases, ~6 min on 2 cores
-    python benchmarks/llm_cost.py --cases smollm2 --repeats 3
+    python -m benchmarks.llm_cost                       # both cases, ~6 min on 2 cores
+    python -m benchmarks.llm_cost --cases smollm2 --repeats 3
 
 For each case (benchmarks/models.py: SmolLM2-135M with real weights, and a random-init Llama
 with Vicuna-7B proportions at h=512) and batch 1:
@@ -15,23 +15,24 @@ with Vicuna-7B proportions at h=512) and batch 1:
   that run (torch.utils.flop_counter); achieved FLOP/s against this machine's measured GEMM peak;
 - torch.profiler's top operators for the C=32 paths (where the time goes).
 Prefill is `llm(..., logits_to_keep=1)`: what `generate` runs (logits of the last position only).
-Writes benchmarks/results/llm_cost.{json,md,png}.
+Writes benchmarks/results/llm_cost.{json,md,png} (drawn by benchmarks/llm_cost_report.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks import contention, llm_cost_report
 from benchmarks import models as bm
+from benchmarks.flops import FlopCount, count_flops, matmul_peak, memory_bandwidth, rate, top_ops
+from benchmarks.llm_cost_report import CLAIM_MAX_RATIO
+from benchmarks.machine import machine_info, set_threads
+from benchmarks.results_io import DEFAULT_OUT, write_results
+from benchmarks.timing import Timing, time_interleaved
 from vlora.flops import generator_flops, input_space_flops, vlora_flops
 from vlora.generator import PerceptualWeightsGenerator
 from vlora.utils.env import apply_offline_defaults
@@ -39,7 +40,6 @@ from vlora.utils.env import apply_offline_defaults
 NAME = "llm_cost"
 KEY_TEXT_TOKENS = 32
 KEY_VISUAL_TOKENS = 576
-CLAIM_MAX_RATIO = 0.15
 
 
 def _ints(text: str) -> list[int]:
@@ -47,7 +47,11 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.llm_cost",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument(
         "--cases", default="smollm2,llama7b-h512", help="comma list of benchmarks.models.CASES"
     )
@@ -64,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--peak-sizes", type=_ints, default=[256, 512, 1024, 2048], help="GEMM sweep sizes"
     )
-    common.add_contention_args(p)
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    contention.add_contention_args(p)
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--no-profile", action="store_true", help="skip torch.profiler tables")
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
@@ -81,8 +85,8 @@ class Recorder:
     def add(
         self,
         path: str,
-        timing: common.Timing,
-        flops: common.FlopCount | None,
+        timing: Timing,
+        flops: FlopCount | None,
         *,
         text_tokens: int | None = None,
         visual_tokens: int | None = None,
@@ -103,7 +107,7 @@ class Recorder:
             "paper_gflop": paper_flops / 1e9 if paper_flops is not None else None,
         }
         if flops:
-            row.update(common.rate(flops.total, timing.median_s, self.peak))
+            row.update(rate(flops.total, timing.median_s, self.peak))
         if tokens_per_call:
             row["tokens_per_s"] = tokens_per_call / timing.median_s
         self.rows.append(row)
@@ -154,27 +158,27 @@ def run_case(
     key_l = max(args.visual_tokens)
     proj_feats = bm.image_features(pair, 1, key_l)
     paths[f"projector_L{key_l}"] = lambda: baseline.projector(proj_feats)
-    timings = common.time_interleaved(paths, 3 * args.repeats, args.warmup)  # cheap parts
+    timings = time_interleaved(paths, 3 * args.repeats, args.warmup)  # cheap parts
     for length, gen in gens.items():
         arch = dict(case.arch)
         formula = generator_flops(case.generator, _vision_with(case, length), arch, k)
         rec.add(
             f"generator_L{length}",
             timings[f"generator_L{length}"],
-            common.count_flops(lambda g=gen, n=length: g(gen_feats[n])),
+            count_flops(lambda g=gen, n=length: g(gen_feats[n])),
             visual_tokens=length,
             paper_flops=float(formula),
         )
     rec.add(
         "merge",
         timings["merge"],
-        common.count_flops(merge_unmerge),
+        count_flops(merge_unmerge),
         paper_flops=float(24 * k * r * h**2 + 12 * k * h**2),
     )
     rec.add(
         f"projector_L{key_l}",
         timings[f"projector_L{key_l}"],
-        common.count_flops(paths[f"projector_L{key_l}"]),
+        count_flops(paths[f"projector_L{key_l}"]),
         visual_tokens=key_l,
     )
     vlora.clear_deltas()
@@ -189,13 +193,13 @@ def run_case(
             paths[f"baseline_prefill_L{n}"] = lambda emb=emb: baseline.llm(
                 inputs_embeds=emb, logits_to_keep=1
             )
-        timings = common.time_interleaved(
+        timings = time_interleaved(
             paths, args.repeats, args.warmup, calls_per_round={"vlora_prefill_merged": 3}
         )
         rec.add(
             "vlora_prefill_merged",
             timings["vlora_prefill_merged"],
-            common.count_flops(paths["vlora_prefill_merged"]),
+            count_flops(paths["vlora_prefill_merged"]),
             text_tokens=c,
             paper_flops=24 * c * d * h**2 + 4 * c**2 * d * h,
         )
@@ -203,16 +207,16 @@ def run_case(
             rec.add(
                 "baseline_prefill",
                 timings[f"baseline_prefill_L{n}"],
-                common.count_flops(paths[f"baseline_prefill_L{n}"]),
+                count_flops(paths[f"baseline_prefill_L{n}"]),
                 text_tokens=c,
                 visual_tokens=n,
                 paper_flops=input_space_flops(d, h, c, n),
             )
         _print_prefill(rec, c, args.visual_tokens)
         if c == KEY_TEXT_TOKENS and not args.no_profile:
-            profiles["vlora_prefill_merged_C32"] = common.top_ops(paths["vlora_prefill_merged"])
+            profiles["vlora_prefill_merged_C32"] = top_ops(paths["vlora_prefill_merged"])
             key_l = f"baseline_prefill_L{max(args.visual_tokens)}"
-            profiles[f"{key_l}_C32"] = common.top_ops(paths[key_l])
+            profiles[f"{key_l}_C32"] = top_ops(paths[key_l])
     vlora.unmerge()
 
     # --- prefill, factorised (deltas as branches; what training and batched inference run) ---
@@ -220,11 +224,11 @@ def run_case(
     for c in args.text_tokens:
         ids = bm.text_ids(pair, 1, c)
         fn = lambda ids=ids: vlora.llm(input_ids=ids, logits_to_keep=1)  # noqa: E731
-        timing = common.time_interleaved({"f": fn}, 3 * args.repeats, args.warmup)["f"]
+        timing = time_interleaved({"f": fn}, 3 * args.repeats, args.warmup)["f"]
         rec.add(
             "vlora_prefill_factorised",
             timing,
-            common.count_flops(fn),
+            count_flops(fn),
             text_tokens=c,
             paper_flops=vlora_flops(d, h, c, k, r, mode="training"),
         )
@@ -243,22 +247,22 @@ def run_case(
         def baseline_e2e(ids: torch.Tensor = ids, feats_l: torch.Tensor = base_feats) -> None:
             baseline(input_ids=ids, image_features=feats_l, logits_to_keep=1)
 
-        timings = common.time_interleaved(
+        timings = time_interleaved(
             {"vlora_e2e": vlora_e2e, "baseline_e2e": baseline_e2e},
             args.repeats,
             args.warmup,
             calls_per_round={"vlora_e2e": 3},
         )
-        rec.add("vlora_e2e", timings["vlora_e2e"], common.count_flops(vlora_e2e), text_tokens=c)
+        rec.add("vlora_e2e", timings["vlora_e2e"], count_flops(vlora_e2e), text_tokens=c)
         rec.add(
             "baseline_e2e",
             timings["baseline_e2e"],
-            common.count_flops(baseline_e2e),
+            count_flops(baseline_e2e),
             text_tokens=c,
             visual_tokens=key_l,
         )
         if c == KEY_TEXT_TOKENS and not args.no_profile:
-            profiles["vlora_e2e_C32"] = common.top_ops(vlora_e2e)
+            profiles["vlora_e2e_C32"] = top_ops(vlora_e2e)
 
     # --- decode ---------------------------------------------------------------------------------
     steps, prompt = args.decode_steps, KEY_TEXT_TOKENS
@@ -274,7 +278,7 @@ def run_case(
         loops = {f"vlora_decode_{mode}": bm.DecodeLoop(vlora.llm, batch, prompt, steps)}
         for n in args.visual_tokens:
             loops[f"baseline_decode_L{n}"] = bm.DecodeLoop(baseline.llm, batch, n + prompt, steps)
-        timings = common.time_interleaved(
+        timings = time_interleaved(
             {key: loop.run for key, loop in loops.items()},
             args.repeats,
             args.warmup,
@@ -282,7 +286,7 @@ def run_case(
         )
         for key, loop in loops.items():
             loop.reset()
-            one = common.count_flops(lambda loop=loop: loop.step(loop.first))
+            one = count_flops(lambda loop=loop: loop.step(loop.first))
             one.total *= steps  # per run of `steps` tokens (each step's count differs by <1%)
             one.by_operator = {op: n * steps for op, n in one.by_operator.items()}
             length = None if key.startswith("vlora") else int(key.rsplit("L", 1)[1])
@@ -422,181 +426,16 @@ def _print_decode(rec: Recorder, batch: int) -> None:
     )
 
 
-# ----- report -------------------------------------------------------------------------------
-def _fmt_row(row: dict[str, Any]) -> list[Any]:
-    return [
-        row["path"],
-        row["text_tokens"] if row["text_tokens"] is not None else "–",
-        row["visual_tokens"] if row["visual_tokens"] is not None else "–",
-        row["batch"],
-        row["median_ms"],
-        row["iqr_ms"],
-        row["counted_gflop"] if row["counted_gflop"] is not None else float("nan"),
-        row["paper_gflop"] if row["paper_gflop"] is not None else float("nan"),
-        row.get("achieved_gflops_per_s", float("nan")),
-        row.get("percent_of_peak", float("nan")),
-    ]
-
-
-HEADERS = [
-    "path",
-    "C",
-    "L",
-    "batch",
-    "median ms",
-    "IQR ms",
-    "counted GFLOP",
-    "paper GFLOP",
-    "GFLOP/s",
-    "% of peak",
-]
-
-
-def markdown(result: dict[str, Any]) -> str:
-    peak = result["matmul_peak"]
-    parts = [
-        "# LLM cost: VLoRA vs the input-space baseline (same LLM, batch 1 unless noted)",
-        f"Measured fp32 GEMM peak of this machine: **{peak['best_gflops']:.1f} GFLOP/s** "
-        f"(square {peak['best_size']}, sweep {peak['gflops_by_size']}).",
-    ]
-    for case in result["cases"]:
-        s = case["summary"]
-        parts.append(f"## {case['case']}\n\n{case['description']}.")
-        if "claim" in s:
-            cl = s["claim"]
-            parts.append(
-                f"**Claim (C=32, L=576): VLoRA prefill / baseline prefill = {cl['ratio']:.3f} "
-                f"(limit {cl['limit']}) → {'holds' if cl['holds'] else 'MISSED'}.**"
-            )
-        ratio_rows = [
-            [key, v["time"], v["counted_flops"], v["paper_flops"]]
-            for key, v in s["prefill_ratio"].items()
-        ]
-        parts.append(
-            "Prefill ratio VLoRA (merged) / baseline:\n\n"
-            + common.md_table(["C, L", "time", "counted FLOPs", "paper FLOPs"], ratio_rows)
-        )
-        if "end_to_end_C32_L576" in s:
-            e = s["end_to_end_C32_L576"]
-            comp = e["vlora_components_ms"]
-            parts.append(
-                "Whole path at C=32, L=576 (batch 1): VLoRA = generator "
-                f"{_ms(comp['generator'])} + merge {_ms(comp['merge'])} + prefill "
-                f"{_ms(comp['prefill'])} = {_ms(e['vlora_sum_of_components_ms'])} vs baseline = "
-                f"projector {_ms(e['baseline_components_ms']['projector'])} + prefill "
-                f"{_ms(e['baseline_components_ms']['prefill'])}: ratio "
-                f"{e['ratio_sum_of_components']:.3f}. Measured through the models' forward "
-                f"(merge + forward + unmerge vs splice + forward): {_ms(e['vlora_measured_ms'])} vs "
-                f"{_ms(e['baseline_measured_ms'])}, ratio {e['ratio_measured']:.3f}."
-            )
-        if "where_time_goes_C32" in s:
-            w = s["where_time_goes_C32"]
-            parts.append(
-                "Where the C=32 prefill time goes: VLoRA takes "
-                f"{_ms(w['vlora_prefill_ms'])} where its FLOPs at the GEMM peak would take "
-                f"{_ms(w['vlora_flop_floor_ms'])}, and streaming the {w['weights_mb']:.0f} MB of "
-                f"weights once at the measured copy rate ({w['copy_gb_per_s']:.1f} GB/s) takes "
-                f"{_ms(w['weight_streaming_floor_ms'])}; a one-token forward (decode step) takes "
-                f"{_ms(w.get('one_token_forward_ms'))}. The baseline takes "
-                f"{_ms(w['baseline_prefill_ms'])} against a FLOP floor of "
-                f"{_ms(w['baseline_flop_floor_ms'])}. A short prefill pays a fixed cost per "
-                "forward (weights streamed once, about a thousand eager operator calls) that "
-                "the FLOP model does not count, so the time ratio stays above the FLOP ratio."
-            )
-        parts.append(common.md_table(HEADERS, [_fmt_row(r) for r in case["rows"]]))
-        decode = [r for r in case["rows"] if "decode" in r["path"]]
-        if decode:
-            parts.append(
-                "Decode (prompt C=32, KV cache of C or L+C tokens):\n\n"
-                + common.md_table(
-                    ["path", "batch", "L", "tokens/s"],
-                    [
-                        [r["path"], r["batch"], r["visual_tokens"] or "–", r["tokens_per_s"]]
-                        for r in decode
-                    ],
-                )
-            )
-        for key, ops in case.get("profiles", {}).items():
-            parts.append(
-                f"Top operators, {key} (torch.profiler, self CPU time):\n\n"
-                + common.md_table(
-                    ["op", "calls", "self ms", "share %"],
-                    [[o["op"], o["calls"], o["self_ms"], o["share_percent"]] for o in ops],
-                )
-            )
-    return "\n\n".join(parts)
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f} ms"
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    plt = common.pyplot()
-    cases = result["cases"]
-    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 4 * len(cases)), squeeze=False)
-    for row_axes, case in zip(axes, cases, strict=True):
-        rows = case["rows"]
-        lat, ratio = row_axes
-        cs = sorted({r["text_tokens"] for r in rows if r["path"] == "vlora_prefill_merged"})
-        v = [
-            next(r for r in rows if r["path"] == "vlora_prefill_merged" and r["text_tokens"] == c)[
-                "median_ms"
-            ]
-            for c in cs
-        ]
-        lat.plot(cs, v, "o-", label="VLoRA merged (C tokens)")
-        f = [
-            r["median_ms"]
-            for c in cs
-            for r in rows
-            if r["path"] == "vlora_prefill_factorised" and r["text_tokens"] == c
-        ]
-        if len(f) == len(cs):
-            lat.plot(cs, f, "o--", label="VLoRA factorised")
-        lengths = sorted({r["visual_tokens"] for r in rows if r["path"] == "baseline_prefill"})
-        for i, n in enumerate(lengths):
-            b = [
-                next(
-                    r
-                    for r in rows
-                    if r["path"] == "baseline_prefill"
-                    and r["text_tokens"] == c
-                    and r["visual_tokens"] == n
-                )["median_ms"]
-                for c in cs
-            ]
-            color = f"C{i + 2}"
-            lat.plot(cs, b, "s-", color=color, label=f"baseline L={n}")
-            times = [a / bb for a, bb in zip(v, b, strict=True)]
-            ratio.plot(cs, times, "o-", color=color, label=f"time, L={n}")
-            fl = [case["summary"]["prefill_ratio"][f"C{c}_L{n}"]["counted_flops"] for c in cs]
-            ratio.plot(cs, fl, "x:", color=color, label=f"counted FLOPs, L={n}")
-        for ax in (lat, ratio):
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("text tokens C")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
-        lat.set_yscale("log")
-        lat.set_ylabel("prefill latency, ms (median)")
-        lat.set_title(f"{case['case']}: prefill, batch 1")
-        ratio.axhline(CLAIM_MAX_RATIO, color="grey", lw=0.8, ls="--")
-        ratio.set_ylabel("VLoRA / baseline")
-        ratio.set_title(f"{case['case']}: ratio")
-    fig.tight_layout()
-    return common.save_figure(fig, path)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
-    common.set_threads(args.threads)
-    idle = common.apply_contention_args(args)
-    peak = common.matmul_peak(sizes=args.peak_sizes)
+    set_threads(args.threads)
+    idle = contention.apply_contention_args(args)
+    peak = matmul_peak(sizes=args.peak_sizes)
     print(
         f"fp32 GEMM peak: {peak['best_gflops']:.1f} GFLOP/s ({peak['gflops_by_size']})", flush=True
     )
-    bandwidth = common.memory_bandwidth(64 if max(args.peak_sizes) < 1024 else 256)
+    bandwidth = memory_bandwidth(64 if max(args.peak_sizes) < 1024 else 256)
     print(f"copy rate (read + write): {bandwidth['copy_gb_per_s']:.1f} GB/s", flush=True)
     cases = [
         run_case(name.strip(), args, peak["best_gflops"], bandwidth["copy_gb_per_s"])
@@ -606,18 +445,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": NAME,
         "matmul_peak": peak,
         "idle_check": idle,
-        "contention_guard": common.GUARD.to_dict() if common.GUARD else None,
-        "cpu_busy_fraction_after": common.cpu_busy_fraction(),
+        "contention_guard": contention.GUARD.to_dict() if contention.GUARD else None,
+        "cpu_busy_fraction_after": contention.cpu_busy_fraction(),
         "memory_bandwidth": bandwidth,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "cases": cases,
-        "machine_load_after": common.machine_info()["load_average_1_5_15"],
+        "machine_load_after": machine_info()["load_average_1_5_15"],
     }
-    text = markdown(result)
-    common.GUARD = None  # the guard belongs to this run only
-    json_path, md_path = common.write_results(args.out, NAME, result, text)
+    text = llm_cost_report.markdown(result)
+    contention.GUARD = None  # the guard belongs to this run only
+    json_path, md_path = write_results(args.out, NAME, result, text)
     if not args.no_plot:
-        plot(result, Path(args.out) / f"{NAME}.png")
+        llm_cost_report.plot(result, Path(args.out) / f"{NAME}.png")
     for case in cases:
         if "claim" in case["summary"]:
             cl = case["summary"]["claim"]

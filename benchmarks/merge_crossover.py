@@ -1,6 +1,7 @@
 """Generator and merge costs, and when to merge (answer length, batch size).
 
-    python benchmarks/merge_crossover.py                # both cases, ~4 min on 2 cores
+    python -m benchmarks.merge_crossover                # both cases, ~4 min on 2 cores
+    python -m benchmarks.merge_crossover --plot-from benchmarks/results/merge_crossover.json
 
 One image, batch 1. Merged: pay the merge once (k·|linear types| products W_v·W_s of
 in×r×out, plus weight-sized adds and copies), then prefill and decode at base-LLM cost (the
@@ -18,7 +19,8 @@ Batch B > 1 cannot be merged (one weight per image): batched factorised generati
 is compared with B sequential merged single-image generations (each: generator, merge,
 generate, unmerge), measured as such.
 
-Writes benchmarks/results/merge_crossover.{json,md,png}.
+Writes benchmarks/results/merge_crossover.{json,md,png} (drawn by
+benchmarks/merge_crossover_report.py).
 """
 
 from __future__ import annotations
@@ -26,17 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks import contention, merge_crossover_report
 from benchmarks import models as bm
+from benchmarks.flops import count_flops, matmul_peak
+from benchmarks.machine import machine_info, set_threads
+from benchmarks.results_io import DEFAULT_OUT, write_results
+from benchmarks.timing import time_interleaved
 from vlora.model import MERGE_MIN_NEW_TOKENS
 from vlora.utils.env import apply_offline_defaults
 
@@ -48,7 +50,11 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.merge_crossover",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--cases", default="smollm2,llama7b-h512")
     p.add_argument("--prompt-tokens", type=_ints, default=[32, 512], help="C values (prefill)")
     p.add_argument("--decode-steps", type=int, default=32, help="steps per decode timing")
@@ -65,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--peak-sizes", type=_ints, default=[256, 512, 1024, 2048], help="GEMM sweep sizes"
     )
-    common.add_contention_args(p)
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    contention.add_contention_args(p)
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--plot-from", default=None, help="only redraw <json>'s PNG beside it")
     return p.parse_args(argv)
@@ -139,7 +145,7 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
     # branch runs in both modes), so their cost on T tokens is what factorised adds: timed in
     # isolation it is far less noisy than a difference of two whole decode steps.
     branch_fns = {f"branches_T{t}": branch_cost_fn(linears, t) for t in (1, *args.prompt_tokens)}
-    comp = common.time_interleaved(
+    comp = time_interleaved(
         {"generator": lambda: vlora.compute_factors(feats), "merge": merge_unmerge, **branch_fns},
         args.branch_repeats,
         args.warmup,
@@ -148,7 +154,7 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
         "generator": comp["generator"].to_dict(),
         "merge": comp["merge"].to_dict(),
         "branches": {key: comp[key].to_dict() for key in branch_fns},
-        "merge_counted_gflop": common.count_flops(merge_unmerge).total / 1e9,
+        "merge_counted_gflop": count_flops(merge_unmerge).total / 1e9,
         "merged_linears": len(linears),
         "prefill": {},
     }
@@ -169,7 +175,7 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
             setups[f"prefill_C{c}_{mode}"] = switch
         fns[f"decode_{mode}"] = loop.run
         setups[f"decode_{mode}"] = lambda switch=switch: (switch(), loop.reset())
-    t = common.time_interleaved(fns, args.repeats, args.warmup, setups=setups)
+    t = time_interleaved(fns, args.repeats, args.warmup, setups=setups)
     modes.clear()
     prefill = {
         m: {c: t[f"prefill_C{c}_{m}"] for c in args.prompt_tokens} for m in ("merged", "factorised")
@@ -209,7 +215,7 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
     e2e: dict[str, Any] = {}
     for n in args.new_tokens:
         fns = {mode: _generate_fn(pair, ids, feats, mode, n) for mode in ("merged", "factorised")}
-        t = common.time_interleaved(fns, args.e2e_repeats, args.warmup)
+        t = time_interleaved(fns, args.e2e_repeats, args.warmup)
         e2e[str(n)] = {mode: t[mode].to_dict() for mode in t}
         print(
             f"generate n={n:3d}: merged {t['merged'].median_s * 1e3:8.1f} ms | factorised {t['factorised'].median_s * 1e3:8.1f} ms",
@@ -232,7 +238,7 @@ def run_case(name: str, args: argparse.Namespace, peak: float) -> dict[str, Any]
             for fn in singles:
                 fn()
 
-        t = common.time_interleaved(
+        t = time_interleaved(
             {"batched_factorised": batched, "sequential_merged": sequential},
             args.e2e_repeats,
             args.warmup,
@@ -259,179 +265,36 @@ def recommend(cases: list[dict[str, Any]], prompt_tokens: int) -> dict[str, Any]
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    parts = ["# Merged vs factorised inference: the crossover"]
-    rec = result["recommendation"]
-    parts.append(
-        f"Library default `MERGE_MIN_NEW_TOKENS` = {rec['library_value']} (vlora/model.py); "
-        f"largest measured n* at the shortest prompt = {rec['recommended_merge_min_new_tokens']}."
-    )
-    for case in result["cases"]:
-        comp = case["components"]
-        parts.append(f"## {case['case']}\n\n{case['description']}.")
-        rows = [
-            [
-                "generator (per image)",
-                comp["generator"]["median_s"] * 1e3,
-                comp["generator"]["iqr_s"] * 1e3,
-            ],
-            [
-                f"merge + unmerge ({comp['merged_linears']} linears, {comp['merge_counted_gflop']:.3f} GFLOP)",
-                comp["merge"]["median_s"] * 1e3,
-                comp["merge"]["iqr_s"] * 1e3,
-            ],
-            ["decode step, merged", comp["decode_step_ms"]["merged"], float("nan")],
-            ["decode step, factorised", comp["decode_step_ms"]["factorised"], float("nan")],
-        ]
-        for key, p in comp["prefill"].items():
-            for mode in ("merged", "factorised"):
-                rows.append(
-                    [f"prefill {key}, {mode}", p[mode]["median_s"] * 1e3, p[mode]["iqr_s"] * 1e3]
-                )
-        for key, v in comp["branches"].items():
-            rows.append(
-                [
-                    f"low-rank branches of the merged linears, {key[9:]} tokens",
-                    v["median_s"] * 1e3,
-                    v["iqr_s"] * 1e3,
-                ]
-            )
-        parts.append(common.md_table(["component (batch 1)", "median ms", "IQR ms"], rows))
-        parts.append(
-            "Crossover n* (new tokens from which merging is cheaper), component model "
-            "(T_merge − branches(C)) / branches(1): "
-            + ", ".join(f"{k}: {v:.1f}" for k, v in case["crossover_new_tokens"].items())
-            + "; from whole prefill and decode steps (noisier): "
-            + ", ".join(f"{k}: {v:.1f}" for k, v in case["crossover_from_whole_steps"].items())
-        )
-        gen_rows = [
-            [
-                n,
-                v["merged"]["median_s"] * 1e3,
-                v["factorised"]["median_s"] * 1e3,
-                "merged" if v["merged"]["median_s"] < v["factorised"]["median_s"] else "factorised",
-            ]
-            for n, v in case["generate_batch1"].items()
-        ]
-        parts.append(
-            "`VLoRAModel.generate`, batch 1, generator included in both:\n\n"
-            + common.md_table(["new tokens", "merged ms", "factorised ms", "faster"], gen_rows)
-        )
-        b = case["batch"]
-        batch_rows = [
-            [
-                k,
-                v["batched_factorised"]["median_s"] * 1e3,
-                v["sequential_merged"]["median_s"] * 1e3,
-                v["sequential_merged"]["median_s"] / v["batched_factorised"]["median_s"],
-            ]
-            for k, v in b["results"].items()
-        ]
-        parts.append(
-            f"Batch of B images, {b['new_tokens']} new tokens each:\n\n"
-            + common.md_table(
-                ["B", "batched factorised ms", "B × merged ms", "sequential / batched"], batch_rows
-            )
-        )
-    return "\n\n".join(parts)
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    plt = common.pyplot()
-    cases = result["cases"]
-    fig, axes = plt.subplots(len(cases), 2, figsize=(11, 4 * len(cases)), squeeze=False)
-    for (gen_ax, batch_ax), case in zip(axes, cases, strict=True):
-        comp = case["components"]
-        c0 = next(iter(comp["prefill"]))
-        t_merge = comp["merge"]["median_s"] * 1e3
-        pm = comp["prefill"][c0]["merged"]["median_s"] * 1e3
-        sm = comp["decode_step_ms"]["merged"]
-        ns = [int(n) for n in case["generate_batch1"]]
-        grid = list(range(0, max(ns) + 1))
-        # component model: factorised = merged path without the merge, plus the branches
-        br1 = comp["branches"]["branches_T1"]["median_s"] * 1e3
-        br_c = comp["branches"][f"branches_T{c0[1:]}"]["median_s"] * 1e3
-        gen_ax.plot(
-            grid, [t_merge + pm + n * sm for n in grid], "-", color="C0", label="merged (model)"
-        )
-        gen_ax.plot(
-            grid,
-            [pm + br_c + n * (sm + br1) for n in grid],
-            "-",
-            color="C1",
-            label="factorised (model)",
-        )
-        gen = comp["generator"]["median_s"] * 1e3
-        gen_ax.plot(
-            ns,
-            [case["generate_batch1"][str(n)]["merged"]["median_s"] * 1e3 - gen for n in ns],
-            "o",
-            color="C0",
-            label="merged, generate − generator",
-        )
-        gen_ax.plot(
-            ns,
-            [case["generate_batch1"][str(n)]["factorised"]["median_s"] * 1e3 - gen for n in ns],
-            "s",
-            color="C1",
-            label="factorised, generate − generator",
-        )
-        gen_ax.set_xlabel("new tokens n")
-        gen_ax.set_ylabel("ms (batch 1)")
-        gen_ax.set_title(f"{case['case']}: n* = {case['crossover_new_tokens'][c0]:.1f} ({c0})")
-        gen_ax.legend(fontsize=8)
-        gen_ax.grid(True, alpha=0.3)
-        bs = [int(b) for b in case["batch"]["results"]]
-        res = case["batch"]["results"]
-        batch_ax.plot(
-            bs,
-            [res[str(b)]["batched_factorised"]["median_s"] * 1e3 for b in bs],
-            "o-",
-            label="batched factorised",
-        )
-        batch_ax.plot(
-            bs,
-            [res[str(b)]["sequential_merged"]["median_s"] * 1e3 for b in bs],
-            "s-",
-            label="B × merged, sequential",
-        )
-        batch_ax.set_xlabel("images B")
-        batch_ax.set_ylabel("ms")
-        batch_ax.set_title(f"{case['case']}: {case['batch']['new_tokens']} new tokens per image")
-        batch_ax.legend(fontsize=8)
-        batch_ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return common.save_figure(fig, path)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
     if args.plot_from:
         source = Path(args.plot_from)
         data = json.loads(source.read_text())
-        print(f"wrote {plot(data, source.with_suffix('.png'))}")
+        print(f"wrote {merge_crossover_report.plot(data, source.with_suffix('.png'))}")
         return data
-    common.set_threads(args.threads)
-    idle = common.apply_contention_args(args)
-    peak = common.matmul_peak(sizes=args.peak_sizes)
+    set_threads(args.threads)
+    idle = contention.apply_contention_args(args)
+    peak = matmul_peak(sizes=args.peak_sizes)
     print(f"fp32 GEMM peak: {peak['best_gflops']:.1f} GFLOP/s", flush=True)
     cases = [run_case(n.strip(), args, peak["best_gflops"]) for n in args.cases.split(",")]
     result = {
         "benchmark": NAME,
         "matmul_peak": peak,
         "idle_check": idle,
-        "contention_guard": common.GUARD.to_dict() if common.GUARD else None,
-        "cpu_busy_fraction_after": common.cpu_busy_fraction(),
+        "contention_guard": contention.GUARD.to_dict() if contention.GUARD else None,
+        "cpu_busy_fraction_after": contention.cpu_busy_fraction(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "cases": cases,
         "recommendation": recommend(cases, args.prompt_tokens[0]),
-        "machine_load_after": common.machine_info()["load_average_1_5_15"],
+        "machine_load_after": machine_info()["load_average_1_5_15"],
     }
-    common.GUARD = None  # the guard belongs to this run only
-    json_path, md_path = common.write_results(args.out, NAME, result, markdown(result))
+    contention.GUARD = None  # the guard belongs to this run only
+    json_path, md_path = write_results(
+        args.out, NAME, result, merge_crossover_report.markdown(result)
+    )
     if not args.no_plot:
-        plot(result, Path(args.out) / f"{NAME}.png")
+        merge_crossover_report.plot(result, Path(args.out) / f"{NAME}.png")
     print(f"recommended MERGE_MIN_NEW_TOKENS: {result['recommendation']}")
     print(f"wrote {json_path} and {md_path}")
     return result

@@ -1,6 +1,6 @@
 """Load test of the served API: VLoRA against the input-space baseline, side by side in one run.
 
-    .venv/bin/python benchmarks/serve_load.py \\
+    .venv/bin/python -m benchmarks.serve_load \\
         --vlora-checkpoint runs/local/sft/<key>/model \\
         --baseline-checkpoint runs/local-baseline/sft/<key>/model \\
         --random-7b                                      # results/serve_load.{json,md,png}
@@ -17,6 +17,7 @@ throughput, output tokens/s, time to first token (TTFT), time per output token a
 (TPOT), end-to-end latency (mean, p50, p90, p99), failures; and from the server's `/stats`, the
 engine's prefill and decode time, the decode batch sizes it ran, and the conditioning cache's
 hits, so a result says where its time went. Loopback only, bounded in requests and time.
+The Markdown and the plot are drawn by benchmarks/serve_load_report.py.
 """
 
 from __future__ import annotations
@@ -27,16 +28,13 @@ import base64
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks` and the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks import serve_load_report
+from benchmarks.results_io import DEFAULT_OUT, write_results
 
 NAME = "serve_load"
 DESIGNS = ("vlora", "input_space")
@@ -294,7 +292,7 @@ def measure_server(
         }
 
 
-# ----- comparison, report ----------------------------------------------------------------------
+# ----- comparison ------------------------------------------------------------------------------
 def checks(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The targets: VLoRA's tokens/s at c=8 ≥ 3× its c=1; on the local model VLoRA's throughput
     and TTFT no worse than the baseline's at every c; at L=576 its throughput ≥ 1.3×."""
@@ -329,109 +327,10 @@ def _check(case: str, what: str, value: float, ok: bool) -> dict[str, Any]:
     return {"case": case, "check": what, "value": value, "met": bool(ok)}
 
 
-def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        f"Backend: {result['settings']['backend']}; max_tokens {result['settings']['max_tokens']} "
-        f"(ignore_eos), up to {result['settings']['requests']} requests or "
-        f"{result['settings']['level_seconds']} s per level, closed loop; easy-vqa test images "
-        "(64 px PNG, inline) and questions.",
-        "",
-    ]
-    for case in result["cases"]:
-        lines += [f"## {case['name']} (L = {case['visual_tokens']})", ""]
-        rows = []
-        for run in case["runs"]:
-            for lv in run["levels"]:
-                s = lv["server"]
-                rows.append(
-                    [
-                        run["design"],
-                        lv["concurrency"],
-                        lv["request_throughput"],
-                        lv["output_tokens_per_s"],
-                        1000 * lv["ttft_s"]["p50"],
-                        1000 * lv["ttft_s"]["p90"],
-                        1000 * lv["tpot_s"]["p50"],
-                        lv["e2e_s"]["p50"],
-                        lv["e2e_s"]["p90"],
-                        lv["e2e_s"]["p99"],
-                        lv["failures"],
-                        lv["prompt_tokens"],
-                        s["mean_decode_batch"],
-                        s["decode_ms_per_step"],
-                        100 * s["engine_busy_share"],
-                        s["cache_hit_rate"],
-                    ]
-                )
-        lines.append(
-            common.md_table(
-                [
-                    "design",
-                    "c",
-                    "req/s",
-                    "out tok/s",
-                    "TTFT p50 ms",
-                    "TTFT p90 ms",
-                    "TPOT p50 ms",
-                    "e2e p50 s",
-                    "e2e p90 s",
-                    "e2e p99 s",
-                    "failed",
-                    "prompt tok",
-                    "mean batch",
-                    "ms/decode step",
-                    "engine busy %",
-                    "cache hits",
-                ],
-                rows,
-            )
-        )
-        lines.append("")
-    lines += ["## Targets", ""]
-    lines.append(
-        common.md_table(
-            ["case", "check", "value", "met"],
-            [
-                [c["case"], c["check"], c["value"], "yes" if c["met"] else "**no**"]
-                for c in result["checks"]
-            ],
-        )
-    )
-    lines += [
-        "",
-        "Where the time goes: `engine busy %` is the engine's prefill + decode time over the "
-        "level's wall time (the rest: HTTP, Ray Serve hops, image encoding, the clients); "
-        "`ms/decode step` and `mean batch` are the decode steps the engine ran; prompt tokens are "
-        "the positions the LLM reads (the baseline's L visual tokens included).",
-    ]
-    return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    plt = common.pyplot()
-    cases = result["cases"]
-    fig, axes = plt.subplots(2, len(cases), figsize=(6 * len(cases), 8), squeeze=False)
-    for col, case in enumerate(cases):
-        for run in case["runs"]:
-            cs = [lv["concurrency"] for lv in run["levels"]]
-            axes[0][col].plot(
-                cs, [lv["output_tokens_per_s"] for lv in run["levels"]], "o-", label=run["design"]
-            )
-            axes[1][col].plot(
-                cs, [1000 * lv["ttft_s"]["p50"] for lv in run["levels"]], "o-", label=run["design"]
-            )
-        axes[0][col].set_title(f"{case['name']} (L={case['visual_tokens']})")
-        axes[0][col].set_ylabel("output tokens/s")
-        axes[1][col].set_ylabel("TTFT p50 (ms)")
-        for row in (0, 1):
-            axes[row][col].set_xscale("log", base=2)
-            axes[row][col].set_xlabel("concurrency")
-            axes[row][col].legend()
-    common.save_figure(fig, path)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.serve_load", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--vlora-checkpoint", help="The local run's VLoRA checkpoint folder.")
     p.add_argument("--baseline-checkpoint", help="The local run's baseline checkpoint folder.")
     p.add_argument("--case-name", default="local", help="Name of the checkpoint pair's case.")
@@ -451,7 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--encoder-threads", type=int, default=1)
     p.add_argument("--backend", choices=["ray", "inprocess"], default="ray")
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--name", default=NAME, help="Results file name.")
     p.add_argument("--plot-from", help="Only redraw <json>'s PNG beside it.")
     return p.parse_args(argv)
@@ -461,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.plot_from:
         result = json.loads(Path(args.plot_from).read_text())
-        plot(result, Path(args.plot_from).with_suffix(".png"))
+        serve_load_report.plot(result, Path(args.plot_from).with_suffix(".png"))
         return result
     from vlora.utils.env import apply_offline_defaults
 
@@ -514,8 +413,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
     }
     result["checks"] = checks(cases)
-    _, md_path = common.write_results(args.out, args.name, result, markdown(result))
-    plot(result, Path(args.out) / f"{args.name}.png")
+    _, md_path = write_results(args.out, args.name, result, serve_load_report.markdown(result))
+    serve_load_report.plot(result, Path(args.out) / f"{args.name}.png")
     print(md_path.read_text())
     return result
 

@@ -1,8 +1,8 @@
 """Training throughput: pre-training steps of VLoRA vs the input-space baseline, same LLM, one run.
 
-    python benchmarks/train_throughput.py                          # smollm2-dinov2, ~2 min on 2 cores
-    python benchmarks/train_throughput.py --visual-tokens 64       # the local config's 112 px
-    python benchmarks/train_throughput.py --preset tiny-llama --warmup 1 --iterations 2
+    python -m benchmarks.train_throughput                     # smollm2-dinov2, ~2 min on 2 cores
+    python -m benchmarks.train_throughput --visual-tokens 64  # the local config's 112 px
+    python -m benchmarks.train_throughput --preset tiny-llama --warmup 1 --iterations 2
 
 One step is a pre-training step as the pipeline runs it (pipelines/training/worker.py and the DDP
 engine of pipelines/training/engines.py), for both designs around the same LLM weights
@@ -25,8 +25,9 @@ parameters, activation memory saved for backward, optimizer state, peak CUDA mem
 the process's peak RSS (CPU, both designs together), FLOPs of forward + backward counted from
 the operators that run (torch.utils.flop_counter) against the paper-style 3 × forward estimate
 (vlora.flops; with a frozen LLM the true backward is cheaper), and the achieved FLOP/s against
-the measured matmul peak (common.matmul_peak). On CUDA the step runs under bf16 autocast
-(`--precision`), fp32 weights. Writes benchmarks/results/train_throughput.{json,md}.
+the measured matmul peak (flops.matmul_peak). On CUDA the step runs under bf16 autocast
+(`--precision`), fp32 weights. Writes benchmarks/results/train_throughput.{json,md} (the
+Markdown by benchmarks/train_throughput_report.py).
 """
 
 from __future__ import annotations
@@ -34,20 +35,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import common
+from benchmarks import contention, train_throughput_report
 from benchmarks import models as bm
+from benchmarks.flops import FlopCount, custom_flop_mapping, matmul_peak, rate
+from benchmarks.machine import machine_info, set_threads
+from benchmarks.results_io import DEFAULT_OUT, write_results
+from benchmarks.timing import Timing, summarize, synchronize
 from vlora.config import LLMConfig
 from vlora.data.collate import collate_batch
 from vlora.data.pretrain import encode_caption
@@ -81,7 +81,11 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--preset", default="smollm2-dinov2", help="vlora preset (LLM, generator, L)")
     p.add_argument(
         "--random-llm",
@@ -117,9 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peak-sizes", type=_ints, default=None, help="GEMM sweep sizes")
-    common.add_contention_args(p)
+    contention.add_contention_args(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(common.DEFAULT_OUT))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.caption_tokens < 1 or args.iterations < 1 or args.warmup < 0:
         p.error("--batch-size, --caption-tokens and --iterations must be positive")
@@ -262,18 +266,18 @@ class Trainer:
         cuda = self.model.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        common._synchronize()
+        synchronize()
         t0 = time.perf_counter()
         loss = self.loss()
-        common._synchronize()
+        synchronize()
         t1 = time.perf_counter()
         loss.backward()
-        common._synchronize()
+        synchronize()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        common._synchronize()
+        synchronize()
         t3 = time.perf_counter()
         self.losses.append(float(loss.detach()))
         if cuda:
@@ -311,13 +315,13 @@ def time_rounds(
     steps: dict[str, Callable[[], dict[str, float]]],
     warmup: int,
     iterations: int,
-    guard: common.ContentionGuard | None,
-) -> dict[str, dict[str, common.Timing]]:
-    """Round-robin steps of every design (like common.time_interleaved, but each call returns
+    guard: contention.ContentionGuard | None,
+) -> dict[str, dict[str, Timing]]:
+    """Round-robin steps of every design (like timing.time_interleaved, but each call returns
     its phase times); a contended timed round is run again (at most guard.max_retries times)."""
     samples = {name: {phase: [] for phase in PHASES} for name in steps}
     for index in range(warmup + iterations):
-        this_round = common.guarded_round(
+        this_round = contention.guarded_round(
             lambda: {name: fn() for name, fn in steps.items()}, guard, timed=index >= warmup
         )
         if index >= warmup:
@@ -325,7 +329,7 @@ def time_rounds(
                 for phase, seconds in phases.items():
                     samples[name][phase].append(seconds)
     return {
-        name: {phase: common.summarize(values, warmup) for phase, values in phases.items()}
+        name: {phase: summarize(values, warmup) for phase, values in phases.items()}
         for name, phases in samples.items()
     }
 
@@ -338,11 +342,11 @@ def _cpu_flash_backward_flops(
     return 8 * batch * heads * s_q * key_shape[-2] * dim
 
 
-def count_train_flops(fn: Callable[[], Any]) -> common.FlopCount:
-    """common.count_flops, plus the CPU flash-attention backward kernel the stock counter misses."""
+def count_train_flops(fn: Callable[[], Any]) -> FlopCount:
+    """flops.count_flops, plus the CPU flash-attention backward kernel the stock counter misses."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    mapping = common._custom_flop_mapping()
+    mapping = custom_flop_mapping()
     backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
     if backward is not None:
         mapping[backward] = _cpu_flash_backward_flops
@@ -350,7 +354,7 @@ def count_train_flops(fn: Callable[[], Any]) -> common.FlopCount:
     with counter:
         fn()
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return common.FlopCount(total=int(counter.get_total_flops()), by_operator=by_op)
+    return FlopCount(total=int(counter.get_total_flops()), by_operator=by_op)
 
 
 def paper_forward_flops(pair: bm.BenchPair, design: str, text_tokens: int) -> float:
@@ -380,7 +384,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     autocast = torch.bfloat16 if precision == "bf16" else None
     peak_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sizes = args.peak_sizes or ([1024, 2048, 4096, 8192] if device == "cuda" else [256, 512, 1024])
-    peak = common.matmul_peak(sizes=sizes, dtype=peak_dtype, device=device)
+    peak = matmul_peak(sizes=sizes, dtype=peak_dtype, device=device)
     print(
         f"{peak['dtype']} GEMM peak ({device}): {peak['best_gflops']:.1f} GFLOP/s "
         f"({peak['gflops_by_size']})",
@@ -411,7 +415,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     timings = time_rounds(
-        {name: t.step for name, t in trainers.items()}, args.warmup, args.iterations, common.GUARD
+        {name: t.step for name, t in trainers.items()},
+        args.warmup,
+        args.iterations,
+        contention.GUARD,
     )
     designs: dict[str, Any] = {}
     for name, trainer in trainers.items():
@@ -440,7 +447,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "counted_train_by_operator": fwd_bwd.by_operator,
             "paper_forward_gflop": paper_fwd / 1e9,
             "paper_train_gflop_3x": 3 * paper_fwd / 1e9,
-            **common.rate(fwd_bwd.total, step, peak["best_gflops"]),
+            **rate(fwd_bwd.total, step, peak["best_gflops"]),
             "saved_activation_mb": trainer.saved_activation_bytes() / 1e6,
             "optimizer_state_mb": trainer.optimizer_state_bytes() / 1e6,
             "loss_first": trainer.losses[0],
@@ -505,99 +512,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-# ----- report --------------------------------------------------------------------------------
-def markdown(result: dict[str, Any]) -> str:
-    peak, bt, case = result["matmul_peak"], result["batch"], result["case"]
-    designs, ratio = result["designs"], result["ratio_vlora_over_baseline"]
-    cuda = result["device"] == "cuda"
-    headers = [
-        "design",
-        "samples/s",
-        "text tok/s",
-        "LLM pos/s",
-        "step ms",
-        "IQR ms",
-        "fwd ms",
-        "bwd ms",
-        "opt ms",
-        "trainable params",
-        "train GFLOP/step (counted)",
-        "3×fwd GFLOP (paper)",
-        "GFLOP/s",
-        "% of peak",
-        "activations MB",
-        "CUDA peak MB" if cuda else "optim. state MB",
-    ]
-    rows = [
-        [
-            name,
-            d["samples_per_s"],
-            d["text_tokens_per_s"],
-            d["llm_positions_per_s"],
-            d["step_ms"],
-            d["step_iqr_ms"],
-            d["forward_ms"],
-            d["backward_ms"],
-            d["optimizer_ms"],
-            f"{d['trainable_params']:,d}",
-            d["counted_train_gflop"],
-            d["paper_train_gflop_3x"],
-            d["achieved_gflops_per_s"],
-            d["percent_of_peak"],
-            d["saved_activation_mb"],
-            d["cuda_peak_mb"] if cuda else d["optimizer_state_mb"],
-        ]
-        for name, d in designs.items()
-    ]
-    ratio_rows = [[key.replace("_", " "), value] for key, value in ratio.items()]
-    notes = "".join(f"\n\nNote: {n}." for n in case["notes"])
-    return "\n\n".join(
-        [
-            "# Training throughput: pre-training, VLoRA vs the input-space baseline (same LLM)",
-            f"{case['description'].rstrip('.')}. LLM weights: `{case['llm_source']}`; d={case['d']}, "
-            f"h={case['h']}, k={case['k']}, r={case['r']}.{notes}",
-            f"Pre-training step on {result['device']} ({result['precision']}): LLM and vision "
-            "frozen (`set_trainable(bridge=True, llm=False)`); VLoRA trains the generator and "
-            "W_s, the baseline the projector; forward + backward + AdamW "
-            f"(lr {result['optimizer']['lr']:g}, grad-norm clip {result['optimizer']['max_grad_norm']}); "
-            f"logits: {result.get('logits_for', 'all')} positions. "
-            f"Same batch for both: {bt['batch_size']} samples of the plain template, "
-            f"{bt['text_tokens_per_sample']} text tokens each ({bt['prompt_tokens_per_sample']} "
-            f"prompt: BOS + image placeholder, {bt['caption_tokens_per_sample']} caption tokens, "
-            f"{bt['padding_tokens']} padding), precomputed features "
-            f"[{bt['batch_size']}, {bt['visual_tokens']}, {bt['feature_dim']}]. The LLM sees "
-            f"{bt['llm_positions_per_sample']['vlora']} positions per sample with VLoRA and "
-            f"{bt['llm_positions_per_sample']['baseline']} with the baseline.",
-            f"Measured {peak['dtype']} GEMM peak: **{peak['best_gflops']:.1f} GFLOP/s** "
-            f"(square {peak['best_size']}, sweep {peak['gflops_by_size']}).",
-            f"**VLoRA / baseline: {ratio['samples_per_s']:.2f}× the samples/s** "
-            f"(step time ratio {ratio['step_time']:.3f}, counted training FLOPs ratio "
-            f"{ratio['counted_train_flops']:.3f}).",
-            common.md_table(headers, rows),
-            "Counted FLOPs are forward + backward of one step from the operators that ran; with "
-            "the LLM frozen, backward skips weight gradients (and, for VLoRA, every block before "
-            "the first inserted one), so it is below the paper-style 3 × forward. Activations = "
-            "bytes autograd saved for backward (parameters excluded).",
-            "VLoRA / baseline:\n\n" + common.md_table(["quantity", "ratio"], ratio_rows),
-            f"Process peak RSS (both designs, whole run): {result['process_peak_rss_mb']:.0f} MB.",
-        ]
-    )
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_offline_defaults()
     args = parse_args(argv)
-    common.set_threads(args.threads)
-    idle = common.apply_contention_args(args, guard=resolve_device(args.device) == "cpu")
+    set_threads(args.threads)
+    idle = contention.apply_contention_args(args, guard=resolve_device(args.device) == "cpu")
     try:
         result = run(args)
         result["idle_check"] = idle
-        result["contention_guard"] = common.GUARD.to_dict() if common.GUARD else None
+        result["contention_guard"] = contention.GUARD.to_dict() if contention.GUARD else None
     finally:
-        common.GUARD = None  # the guard belongs to this run only
+        contention.GUARD = None  # the guard belongs to this run only
     result["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
-    result["machine_load_after"] = common.machine_info()["load_average_1_5_15"]
-    json_path, md_path = common.write_results(args.out, NAME, result, markdown(result))
+    result["machine_load_after"] = machine_info()["load_average_1_5_15"]
+    json_path, md_path = write_results(
+        args.out, NAME, result, train_throughput_report.markdown(result)
+    )
     print(f"wrote {json_path} and {md_path}")
     return result
 

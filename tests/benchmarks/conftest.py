@@ -1,5 +1,8 @@
-"""Benchmarks are scripts, not an installed package: make `import benchmarks` work; and the
-helpers the benchmark-harness tests share."""
+"""The helpers the benchmark-harness tests share; and `import benchmarks` under a bare `pytest`.
+
+`benchmarks` is a package of the repository root that is not installed: `python -m pytest` and
+`python -m benchmarks.<name>`, run from the root, find it in the current folder; the path below
+lets the `pytest` executable (whose sys.path does not hold the root) find it too."""
 
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from benchmarks import common  # noqa: E402  (needs the path above)
+from benchmarks.contention import ContentionGuard  # noqa: E402  (needs the path above)
 
 
-class ScriptedGuard(common.ContentionGuard):
+class ScriptedGuard(ContentionGuard):
     """Reports the other processes' load from a script instead of /proc/stat."""
 
     def __init__(self, loads: list[float]) -> None:

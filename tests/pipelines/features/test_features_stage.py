@@ -309,13 +309,8 @@ def test_features_killed_process_resumes_exactly_once(
 
 def test_features_benchmark_script_runs(ray_session, tmp_path) -> None:
     """benchmarks/features_throughput.py end to end on the tiny preset (logic, not timings)."""
-    import importlib.util
+    from benchmarks import features_throughput as bench
 
-    spec = importlib.util.spec_from_file_location(
-        "features_throughput", REPO_ROOT / "benchmarks" / "features_throughput.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     argv = ["--preset", "tiny-llama", "--images", "24", "--shards", "2", "--repeats", "1"]
     result = bench.main([*argv, "--wait-idle", "0", "--out", str(tmp_path)])
     assert result["storage"]["rows"] == 24 and result["storage"]["files"] == 2

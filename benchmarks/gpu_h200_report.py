@@ -1,11 +1,15 @@
-"""The Markdown report and the plot of gpu_h200.py's results (also usable on their JSON)."""
+"""The Markdown report and the plot of gpu_h200.py's results (also usable on their JSON).
+
+`markdown(data)` and `plot(data, path)` take the dict that gpu_h200.py writes to
+`results/gpu_h200.json`, so a committed JSON re-renders without a GPU.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks.report import md_table, pyplot, save_figure
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -39,7 +43,7 @@ def markdown(data: dict[str, Any]) -> str:
         ]
         parts.append(
             "Eager prefill (batch 1: VLoRA merged; batch > 1: VLoRA factorised, one image per sample):\n\n"
-            + common.md_table(
+            + md_table(
                 [
                     "path",
                     "batch",
@@ -84,7 +88,7 @@ def markdown(data: dict[str, Any]) -> str:
         ]
         parts.append(
             "Batch-1 prefill replayed from CUDA graphs (no host overhead):\n\n"
-            + common.md_table(
+            + md_table(
                 ["path", "C", "L", "median ms", "counted GFLOP", "TFLOP/s", "% of peak"], rows
             )
             + "\n\nTime ratio VLoRA merged / baseline: "
@@ -105,9 +109,7 @@ def markdown(data: dict[str, Any]) -> str:
         ]
         parts.append(
             "Where batch-1 time goes (torch.profiler):\n\n"
-            + common.md_table(
-                ["path", "wall ms", "GPU kernel ms", "GPU busy %", "top kernel"], rows
-            )
+            + md_table(["path", "wall ms", "GPU kernel ms", "GPU busy %", "top kernel"], rows)
         )
     if "train" in s:
         t = s["train"]
@@ -131,7 +133,7 @@ def markdown(data: dict[str, Any]) -> str:
         parts.append(
             f"Training steps (captions of {t['caption_tokens']} tokens, L={t['visual_tokens']}, "
             f"LLM {'trainable' if t['train_llm'] else 'frozen'}):\n\n"
-            + common.md_table(
+            + md_table(
                 [
                     "micro batch",
                     "model",
@@ -167,7 +169,7 @@ def plot(data: dict[str, Any], path: Path) -> Path | None:
     s = data["sections"]
     if "prefill" not in s:
         return None
-    plt = common.pyplot()
+    plt = pyplot()
     fig, (lat, ratio) = plt.subplots(1, 2, figsize=(12, 4.5))
     n = max(data["settings"]["visual_tokens"])
     series = []
@@ -225,4 +227,4 @@ def plot(data: dict[str, Any], path: Path) -> Path | None:
     ratio.set_ylabel(f"VLoRA / baseline (L={n})")
     ratio.set_title("ratio")
     fig.tight_layout()
-    return common.save_figure(fig, path)
+    return save_figure(fig, path)
