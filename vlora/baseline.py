@@ -111,10 +111,9 @@ class InputSpaceModel(MultimodalModel):
         labelled, same loss (`vlora.loss`); the L visual positions never are.
         """
         check_logits_for(logits_for, labels)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        features, mask = self.image_features(input_ids.shape[0], images, image_features, has_image)
-        self.placeholder_check(input_ids, mask)
+        attention_mask, features, mask = self.prepare_inputs(
+            input_ids, attention_mask, images, image_features, has_image
+        )
         embeds, new_mask, new_labels = self.build_inputs(
             input_ids, attention_mask, labels, features, mask
         )
@@ -138,10 +137,9 @@ class InputSpaceModel(MultimodalModel):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """Continue the prompts (re-padded on the left); returns only the new tokens [B, new]."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        features, mask = self.image_features(input_ids.shape[0], images, image_features, has_image)
-        self.placeholder_check(input_ids, mask)
+        attention_mask, features, mask = self.prepare_inputs(
+            input_ids, attention_mask, images, image_features, has_image
+        )
         embeds, new_mask, _ = self.build_inputs(
             input_ids, attention_mask, None, features, mask, left=True
         )

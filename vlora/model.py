@@ -124,19 +124,12 @@ class VLoRAModel(MultimodalModel):
             yield from wrappers
 
     # ----- forward --------------------------------------------------------------------------
-    def _features_and_mask(
-        self,
-        batch_size: int,
-        images: ImagesInput,
-        image_features: torch.Tensor | None,
-        has_image: torch.Tensor | None,
-        input_ids: torch.Tensor,
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        features, mask = self.image_features(batch_size, images, image_features, has_image)
+    def conditioned_rows(
+        self, features: torch.Tensor | None, has_image: torch.Tensor
+    ) -> torch.Tensor:
         if self._merged and features is None:
-            mask = torch.ones_like(mask)  # every sample sees the merged image
-        self.placeholder_check(input_ids, mask)
-        return features, mask
+            return torch.ones_like(has_image)  # every sample sees the merged image
+        return has_image
 
     def forward(
         self,
@@ -155,17 +148,14 @@ class VLoRAModel(MultimodalModel):
         labelled, same loss (`vlora.loss`).
         """
         check_logits_for(logits_for, labels)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        batch_size = input_ids.shape[0]
-        features, mask = self._features_and_mask(
-            batch_size, images, image_features, has_image, input_ids
+        attention_mask, features, mask = self.prepare_inputs(
+            input_ids, attention_mask, images, image_features, has_image
         )
         tokens = strip_image_placeholders(
             TokenBatch(input_ids, attention_mask, labels), self.tokenizer.pad_token_id
         )
         if not self._merged or features is not None:
-            self.set_deltas(features, mask, batch_size)
+            self.set_deltas(features, mask, input_ids.shape[0])
         return causal_lm_output(
             self.llm,
             tokens.labels,
@@ -237,12 +227,10 @@ class VLoRAModel(MultimodalModel):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """Continue the prompts (re-padded on the left); returns only the new tokens [B, new]."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        batch_size = input_ids.shape[0]
-        features, mask = self._features_and_mask(
-            batch_size, images, image_features, has_image, input_ids
+        attention_mask, features, mask = self.prepare_inputs(
+            input_ids, attention_mask, images, image_features, has_image
         )
+        batch_size = input_ids.shape[0]
         tokens = strip_image_placeholders(
             TokenBatch(input_ids, attention_mask, None), self.tokenizer.pad_token_id, left=True
         )

@@ -1,5 +1,6 @@
-"""What VLoRA and the input-space baseline share: building, image encoding, freezing,
-text-level generation and the Hugging Face-style save/load API."""
+"""What VLoRA and the input-space baseline share: building, image encoding, freezing, the
+preamble of every forward and generate (`prepare_inputs`), text-level generation and the
+Hugging Face-style save/load API."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import abc
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from PIL import Image
@@ -31,6 +32,14 @@ def count_parameters(module: nn.Module, trainable: bool | None = None) -> int:
     return sum(
         p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable
     )
+
+
+class ModelInputs(NamedTuple):
+    """What a forward or generate works from, after `MultimodalModel.prepare_inputs`."""
+
+    attention_mask: torch.Tensor  # [B, T]; all ones when the caller gave none
+    features: torch.Tensor | None  # [n, L, d_v] of the n rows with an image; None when n = 0
+    has_image: torch.Tensor  # [B] bool: the rows conditioned on an image
 
 
 class MultimodalModel(nn.Module, abc.ABC):
@@ -156,6 +165,34 @@ class MultimodalModel(nn.Module, abc.ABC):
         param = next(self.vision.parameters())
         with torch.no_grad():
             return self.vision(pixels.to(device=param.device, dtype=param.dtype))  # [n, L, d_v]
+
+    # ----- the preamble of forward and generate --------------------------------------------
+    def conditioned_rows(
+        self, features: torch.Tensor | None, has_image: torch.Tensor
+    ) -> torch.Tensor:
+        """The rows [B] conditioned on an image, given the rows `has_image` that bring one.
+
+        Here those rows; VLoRA overrides it (while merged, the merged image conditions every row).
+        """
+        return has_image
+
+    def prepare_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        images: ImagesInput,
+        image_features: torch.Tensor | None,
+        has_image: torch.Tensor | None,
+    ) -> ModelInputs:
+        """The preamble of every forward and generate: the attention mask (all ones when None),
+        the features of the rows with an image (encoded from `images` unless given) and the
+        conditioned rows, checked against the image placeholders in `input_ids` [B, T]."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        features, mask = self.image_features(input_ids.shape[0], images, image_features, has_image)
+        mask = self.conditioned_rows(features, mask)
+        self.placeholder_check(input_ids, mask)
+        return ModelInputs(attention_mask, features, mask)
 
     # ----- generation ---------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,6 +1,6 @@
 """Tokenised samples (+ image features) → the model's forward arguments.
 
-`collate_batch` accepts a list of row dicts (torch `Dataset` items) or a dict of columns (Ray
+`collate_batch` accepts a list of row dicts (e.g. the tests' plain reference rows) or a dict of columns (Ray
 Data's `iter_batches(batch_format="numpy")`: ragged columns arrive as object arrays of arrays,
 fixed-size feature lists as an object array of [L·d_v] arrays or a stacked [B, L·d_v] array) and
 returns exactly the arguments of `VLoRAModel.forward` / `InputSpaceModel.forward`:

@@ -3,8 +3,8 @@
 `FeatureIndex` reads, for every feature Parquet file, only its footer and its `key` column, and
 maps each key to a global row number. Reading rows back groups them by file and Parquet row
 group (the writer uses 64 rows per group), so a batch of rows sorted by (file, row) costs about
-one row-group read per 64 rows; a small cache of decoded row groups serves random access from
-a torch `Dataset`.
+one row-group read per 64 rows; a small cache of decoded row groups serves random access by
+key (one row at a time, e.g. `benchmarks/data_sft.py`'s random-key reads).
 
 Memory: about 140 bytes per key (620K LLaVA-style paths: 85 MB, measured), never the 1.2 MB
 per image of the features themselves.
@@ -183,7 +183,7 @@ class FeatureIndex:
         return out
 
     def _cached_row(self, file_index: int, row: int) -> np.ndarray:
-        """One row through an LRU cache of row groups (random access from a torch Dataset)."""
+        """One row through an LRU cache of row groups (random access by key)."""
         parquet = self._parquet(file_index)
         starts = row_group_starts(parquet)
         group = bisect.bisect_right(starts, row) - 1

@@ -25,23 +25,20 @@ Steps, each counting what it rejects by reason and listing the record ids (`Data
    (note `truncated`).
 3. `DataReport.check(max_bad_fraction)`: above it, building fails with the ids by reason.
 
-`SFTDataset` is the plain torch dataset (features read lazily by key); the Ray Data builder in
-`pipelines/datasets.py` runs the same two functions on workers.
+The Ray Data builder of the training rows (`pipelines/datasets.py`) runs the same two functions
+on workers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from vlora.data.feature_index import FeatureIndex
 from vlora.data.report import DataReport
 from vlora.data.templates import ConversationTemplate, Turn, get_template
 from vlora.data.tokenize import EncodedText, encode_conversation, round_trip_mismatches
@@ -268,53 +265,3 @@ def build_sft_samples(
     parsed, report = parse_records(raw_records, image_available, image_token)
     samples, token_report = tokenize_records(parsed, tokenizer, template, max_length, image_token)
     return samples, report.merge(token_report)
-
-
-class SFTDataset(Dataset):
-    """Plain torch dataset of SFT samples: rows ready for `collate_batch`.
-
-    Records are parsed and tokenised up front (the report, and `lengths` / `has_image` for the
-    modality-grouped sampler); features are read lazily by image key from the feature files.
-    Building fails (`DataQualityError`, ids by reason) above `max_bad_fraction`.
-    """
-
-    def __init__(
-        self,
-        records: str | Path | Sequence[Any],
-        tokenizer: PreTrainedTokenizerBase,
-        template: ConversationTemplate | str,
-        features: FeatureIndex | Sequence[str] | None,
-        max_length: int | None,
-        max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
-        image_token: str = LLAVA_IMAGE_TOKEN,
-    ) -> None:
-        raw = load_sft_records(records) if isinstance(records, str | Path) else records
-        if features is None or isinstance(features, FeatureIndex):
-            self.index = features
-        else:
-            self.index = FeatureIndex(features)
-        available = self.index.__contains__ if self.index is not None else (lambda _: False)
-        self.samples, self.report = build_sft_samples(
-            raw, tokenizer, template, max_length, available, image_token
-        )
-        self.report.check(max_bad_fraction, "SFT data")
-        self.lengths = [s.length for s in self.samples]
-        self.has_image = [s.image is not None for s in self.samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        features = None
-        if sample.image is not None:
-            assert self.index is not None
-            features = self.index.read([sample.image])[0]  # float16 [L·d_v]
-        return {
-            "id": sample.id,
-            "input_ids": np.asarray(sample.input_ids, dtype=np.int32),
-            "labels": np.asarray(sample.labels, dtype=np.int32),
-            "features": features,
-            "has_image": sample.image is not None,
-            "length": sample.length,
-        }

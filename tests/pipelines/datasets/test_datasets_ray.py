@@ -1,5 +1,6 @@
-"""Ray Data builders of the training datasets: same rows as the plain torch datasets, the
-contract's column types, the problem report, and the fail-above-fraction error.
+"""Ray Data builders of the training datasets: same rows as the plain reference
+(tests/reference_data.py), the contract's column types, the problem report, and the
+fail-above-fraction error.
 
 One local Ray session (loopback, 4 logical CPUs) for the module."""
 
@@ -15,11 +16,10 @@ import pytest
 from pipelines.config import load_pipeline_config
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
 from pipelines.core.stage import StageResult
+from tests.reference_data import pretrain_rows, sft_rows
 from vlora.data.collate import collate_batch
 from vlora.data.features import features_to_table, write_feature_table
-from vlora.data.pretrain import PretrainDataset
-from vlora.data.report import DataQualityError
-from vlora.data.sft import SFTDataset
+from vlora.data.report import DataQualityError, DataReport
 from vlora.presets import get_preset
 from vlora.tokenizer import build_byte_tokenizer
 
@@ -104,14 +104,28 @@ def config(tmp_path_factory):
     )
 
 
-def row_key(input_ids, labels, features, has_image) -> tuple:
-    values = np.zeros(WIDTH, np.float16) if features is None else np.asarray(features, np.float16)
+def row_key(row: dict) -> tuple:
+    """A Ray row or a reference row, as comparable values (the contract's columns)."""
+    features = np.asarray(row["features"], np.float16)
+    assert features.shape == (WIDTH,)
     return (
-        tuple(int(x) for x in input_ids),
-        tuple(int(x) for x in labels),
-        values.tobytes(),
-        bool(has_image),
+        tuple(int(x) for x in row["input_ids"]),
+        tuple(int(x) for x in row["labels"]),
+        features.tobytes(),
+        bool(row["has_image"]),
+        int(row["length"]),
     )
+
+
+def assert_same_report(summary: dict, reference: DataReport) -> None:
+    """The Ray builder's report counts what the reference counts (ids in any order)."""
+
+    def by_reason(table: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {reason: sorted(ids) for reason, ids in table.items()}
+
+    assert (summary["total"], summary["bad"]) == (reference.total, reference.num_bad)
+    assert by_reason(summary["problem_ids"]) == by_reason(reference.problems)
+    assert by_reason(summary["note_ids"]) == by_reason(reference.notes)
 
 
 def check_schema(schema) -> None:
@@ -122,7 +136,7 @@ def check_schema(schema) -> None:
     assert types["has_image"] == pa.bool_() and types["length"] == pa.int32()
 
 
-def test_pretrain_rows_equal_the_torch_dataset(ray_session, config, features_result) -> None:
+def test_pretrain_rows_equal_the_reference(ray_session, config, features_result) -> None:
     from pipelines.datasets import pretrain_dataset_with_report
 
     dataset, report = pretrain_dataset_with_report(config, features_result, max_length=64)
@@ -134,10 +148,9 @@ def test_pretrain_rows_equal_the_torch_dataset(ray_session, config, features_res
     files = sorted(
         str(p) for p in Path(features_result.artifacts["pretrain_features"]).glob("*.parquet")
     )
-    torch_data = PretrainDataset(files, build_byte_tokenizer(), max_length=64)
-    expected = sorted(row_key(i["input_ids"], i["labels"], i["features"], True) for i in torch_data)
-    got = sorted(row_key(r["input_ids"], r["labels"], r["features"], r["has_image"]) for r in rows)
-    assert got == expected and len(got) == 7
+    reference, reference_report = pretrain_rows(files, build_byte_tokenizer(), max_length=64)
+    assert sorted(map(row_key, rows)) == sorted(map(row_key, reference)) and len(rows) == 7
+    assert_same_report(report, reference_report)
     assert report["ok"] == len(rows)  # the pretrain stage sizes its epochs from this count
     assert all(r["length"] == len(r["input_ids"]) for r in rows)
     for batch in dataset.iter_batches(batch_size=4, batch_format="numpy"):
@@ -146,7 +159,7 @@ def test_pretrain_rows_equal_the_torch_dataset(ray_session, config, features_res
         assert bool(collated["has_image"].all())
 
 
-def test_sft_rows_equal_the_torch_dataset_and_report_problems(
+def test_sft_rows_equal_the_reference_and_report_problems(
     ray_session, config, features_result
 ) -> None:
     from pipelines.datasets import sft_dataset
@@ -167,12 +180,12 @@ def test_sft_rows_equal_the_torch_dataset_and_report_problems(
     rows = dataset.take_all()
     arts = features_result.artifacts
     files = sorted(str(p) for p in Path(arts["sft_features"]).glob("*.parquet"))
-    torch_data = SFTDataset(arts["sft_json"], build_byte_tokenizer(), "vicuna_v1", files, 256, 0.5)
-    expected = sorted(
-        row_key(i["input_ids"], i["labels"], i["features"], i["has_image"]) for i in torch_data
+    reference, reference_report = sft_rows(
+        arts["sft_json"], build_byte_tokenizer(), "vicuna_v1", files, 256, 0.5
     )
-    got = sorted(row_key(r["input_ids"], r["labels"], r["features"], r["has_image"]) for r in rows)
-    assert got == expected and len(got) == 7  # each image's own features, text-only zeros
+    assert_same_report(report, reference_report)
+    # each image's own features, text-only zeros
+    assert sorted(map(row_key, rows)) == sorted(map(row_key, reference)) and len(rows) == 7
     assert sum(r["has_image"] for r in rows) == 5
     batch = next(iter(dataset.iter_batches(batch_size=7, batch_format="numpy")))
     collated = collate_batch(batch, 0, (16, 32))

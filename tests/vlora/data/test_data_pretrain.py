@@ -1,4 +1,4 @@
-"""Pre-training samples (plain template) and the feature index under them."""
+"""Pre-training samples (plain template), the caption report, and the feature index."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.reference_data import pretrain_rows
 from vlora.data.collate import collate_batch
 from vlora.data.feature_index import FeatureIndex
 from vlora.data.features import FeatureSchemaError
-from vlora.data.pretrain import PretrainDataset, encode_caption
-from vlora.data.sampling import ModalityGroupedBatchSampler
+from vlora.data.pretrain import encode_caption
 from vlora.data.tokenize import IGNORE_INDEX, IMAGE_TOKEN_INDEX, decode_supervised_spans
 from vlora.presets import get_preset
 
@@ -63,27 +63,27 @@ def test_feature_files_of_another_encoder_or_shape_are_rejected(tmp_path, write_
         FeatureIndex([str(bad)])
 
 
-def test_pretrain_dataset_counts_what_it_cannot_train_on(
+def test_pretrain_rows_count_what_cannot_be_trained_on(
     byte_tokenizer, tmp_path, write_features
 ) -> None:
+    # `prepare_caption` decides, as in both passes of the Ray builder (pipelines/datasets.py).
     captions0 = ["a red bus", "", "a cat " * 40, "two dogs"]
     written = write_features(tmp_path / "0.parquet", ["k0", "k1", "k2", "k3"], captions0, seed=0)
-    written.update(write_features(tmp_path / "1.parquet", ["k4", "k0"], ["   ", "dup"], seed=1))
+    written.update(write_features(tmp_path / "1.parquet", ["k4", "k5"], ["   ", "a boat"], seed=1))
     files = [str(tmp_path / "0.parquet"), str(tmp_path / "1.parquet")]
-    data = PretrainDataset(files, byte_tokenizer, max_length=64)
-    assert data.keys == ["k0", "k2", "k3"]
-    assert data.report.total == 6
-    assert data.report.problems == {"empty_caption": ["k1", "k4"], "duplicate_key": ["k0"]}
-    assert data.report.notes == {"truncated": ["k2"]}
-    assert data.lengths == [2 + len("a red bus\n"), 64, 2 + len("two dogs\n")]
-    item = data[2]
+    rows, report = pretrain_rows(files, byte_tokenizer, max_length=64)
+    assert [r["id"] for r in rows] == ["k0", "k2", "k3", "k5"]
+    assert report.total == 6
+    assert report.problems == {"empty_caption": ["k1", "k4"]}
+    assert report.notes == {"truncated": ["k2"]}
+    lengths = [r["length"] for r in rows]
+    assert lengths == [2 + len("a red bus\n"), 64, 2 + len("two dogs\n"), 2 + len("a boat\n")]
+    item = rows[2]
     assert np.array_equal(item["features"], written["k3"]) and item["has_image"] is True
     labels = item["labels"]
     assert byte_tokenizer.decode(labels[labels != IGNORE_INDEX]) == "two dogs\n"
-    sampler = ModalityGroupedBatchSampler(data.has_image, 2, data.lengths, seed=0)
-    for batch_indices in sampler:
-        batch = collate_batch(
-            [data[i] for i in batch_indices], byte_tokenizer.pad_token_id, (16, 32)
-        )
-        assert batch["image_features"].shape == (len(batch_indices), 16, 32)
-        assert batch["input_ids"].shape[1] == max(data.lengths[i] for i in batch_indices)
+    for start in range(0, len(rows), 2):
+        chunk = rows[start : start + 2]
+        batch = collate_batch(chunk, byte_tokenizer.pad_token_id, (16, 32))
+        assert batch["image_features"].shape == (len(chunk), 16, 32)
+        assert batch["input_ids"].shape[1] == max(r["length"] for r in chunk)

@@ -1,5 +1,8 @@
 """SFT records: validation by reason and id, <image> placement, text-only, missing images,
-tokenisation problems on crafted tokenizers, truncation and the fail-above-fraction error."""
+tokenisation problems on crafted tokenizers, truncation and the fail-above-fraction error.
+
+The row-level checks use the plain reference rows (tests/reference_data.py), which the Ray
+Data builder is checked against in tests/pipelines/datasets/test_datasets_ray.py."""
 
 from __future__ import annotations
 
@@ -8,13 +11,12 @@ import json
 import numpy as np
 import pytest
 
+from tests.reference_data import sft_rows
 from vlora.data.collate import collate_batch
-from vlora.data.feature_index import FeatureIndex
 from vlora.data.report import DataQualityError
 from vlora.data.sft import (
     ParsedRecord,
     RecordProblem,
-    SFTDataset,
     build_sft_samples,
     load_sft_records,
     parse_record,
@@ -110,14 +112,16 @@ def test_text_only_records_have_no_placeholder_and_no_features(
 ) -> None:
     written = write_features(tmp_path / "f.parquet", ["a.jpg"])
     records = [GOOD, rec("text", "Say hi.", "Hi!")]
-    data = SFTDataset(records, byte_tokenizer, "vicuna_v1", [str(tmp_path / "f.parquet")], 512)
-    assert data.has_image == [True, False]
-    assert data.report.notes == {"text_only": ["text"]}
-    image_item, text_item = data[0], data[1]
+    rows, report = sft_rows(
+        records, byte_tokenizer, "vicuna_v1", [str(tmp_path / "f.parquet")], 512
+    )
+    assert [r["has_image"] for r in rows] == [True, False]
+    assert report.notes == {"text_only": ["text"]}
+    image_item, text_item = rows
     assert (image_item["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 1
     assert np.array_equal(image_item["features"], written["a.jpg"])
     assert (text_item["input_ids"] == IMAGE_TOKEN_INDEX).sum() == 0
-    assert text_item["features"] is None and text_item["has_image"] is False
+    assert not text_item["features"].any() and text_item["has_image"] is False
     batch = collate_batch([image_item, text_item], byte_tokenizer.pad_token_id, (16, 32))
     assert batch["has_image"].tolist() == [True, False]
     assert batch["image_features"][1].abs().sum() == 0  # text-only: zeros, ΔW = 0 downstream
@@ -135,7 +139,7 @@ def test_a_missing_image_is_reported_never_replaced(
         rec("b", "<image>\nQ?", "B.", image="b.jpg"),
         rec("gone", "<image>\nQ?", "C.", image="coco/missing.jpg"),
     ]
-    data = SFTDataset(
+    rows, report = sft_rows(
         records,
         byte_tokenizer,
         "vicuna_v1",
@@ -143,10 +147,10 @@ def test_a_missing_image_is_reported_never_replaced(
         512,
         max_bad_fraction=0.5,
     )
-    assert data.report.problems == {"image_missing": ["gone"]}
-    assert data.report.details["gone"] == "image_missing: coco/missing.jpg"
-    assert [s.id for s in data.samples] == ["ok-1", "b"]  # no blank-image stand-in
-    assert len(data) == 2 and data.report.total == 3
+    assert report.problems == {"image_missing": ["gone"]}
+    assert report.details["gone"] == "image_missing: coco/missing.jpg"
+    assert [r["id"] for r in rows] == ["ok-1", "b"]  # no blank-image stand-in
+    assert report.total == 3
 
 
 def test_straddling_tokens_are_counted_and_listed(straddling_tokenizer) -> None:
@@ -209,13 +213,13 @@ def test_build_fails_above_max_bad_fraction_listing_ids(
     ]
     files = [str(tmp_path / "f.parquet")]
     with pytest.raises(DataQualityError) as err:
-        SFTDataset(records, byte_tokenizer, "vicuna_v1", files, 512, max_bad_fraction=0.25)
+        sft_rows(records, byte_tokenizer, "vicuna_v1", files, 512, max_bad_fraction=0.25)
     message = str(err.value)
     assert "2 of 4 records (50.00%)" in message and "max_bad_fraction=0.25" in message
     assert "not_alternating: 1 [bad-roles]" in message
     assert "image_missing: 1 [no-img]" in message
-    data = SFTDataset(records, byte_tokenizer, "vicuna_v1", files, 512, max_bad_fraction=0.5)
-    assert len(data) == 2 and data.report.counts() == {"image_missing": 1, "not_alternating": 1}
+    rows, report = sft_rows(records, byte_tokenizer, "vicuna_v1", files, 512, max_bad_fraction=0.5)
+    assert len(rows) == 2 and report.counts() == {"image_missing": 1, "not_alternating": 1}
 
 
 def test_records_load_from_json_array_or_lines(tmp_path) -> None:
@@ -230,17 +234,15 @@ def test_records_load_from_json_array_or_lines(tmp_path) -> None:
         load_sft_records(broken)
 
 
-def test_dataset_items_collate_and_match_the_feature_table(
-    byte_tokenizer, tmp_path, write_features
-) -> None:
+def test_rows_match_the_feature_table(byte_tokenizer, tmp_path, write_features) -> None:
     written = {**write_features(tmp_path / "f0.parquet", ["a.jpg", "b.jpg"], seed=1)}
     written.update(write_features(tmp_path / "f1.parquet", ["c.jpg"], seed=2))
-    index = FeatureIndex([str(tmp_path / "f0.parquet"), str(tmp_path / "f1.parquet")])
+    files = [str(tmp_path / "f0.parquet"), str(tmp_path / "f1.parquet")]
     records = [
         rec(k, "<image>\nWhat?", f"It is {k}.", image=k) for k in ["c.jpg", "a.jpg", "b.jpg"]
     ]
-    data = SFTDataset(records, byte_tokenizer, "vicuna_v1", index, 512)
-    for i, key in enumerate(["c.jpg", "a.jpg", "b.jpg"]):
-        assert np.array_equal(data[i]["features"], written[key])
-        labels = data[i]["labels"]
+    rows, _ = sft_rows(records, byte_tokenizer, "vicuna_v1", files, 512)
+    for row, key in zip(rows, ["c.jpg", "a.jpg", "b.jpg"], strict=True):
+        assert np.array_equal(row["features"], written[key])
+        labels = row["labels"]
         assert byte_tokenizer.decode(labels[labels != IGNORE_INDEX]) == f" It is {key}.</s>"

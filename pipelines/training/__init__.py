@@ -1,0 +1,1 @@
+"""The training stages' pieces: plan, launcher, worker, batching, engines, tracking, export."""
