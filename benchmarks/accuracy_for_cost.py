@@ -134,7 +134,7 @@ def _read_tsv(path: str) -> list[dict[str, str]]:
 
 def _benchmark_files(ev: Any, key: str) -> tuple[list[dict[str, str]], dict[str, str]]:
     from pipelines.core import fs
-    from pipelines.evaluation.outputs import predictions_url, read_predictions, scores_url
+    from pipelines.eval.outputs import predictions_url, read_predictions, scores_url
 
     record = fs.read_json(scores_url(ev.output_dir, key))
     return _read_tsv(record["data"]), read_predictions(predictions_url(ev.output_dir, key))
@@ -205,7 +205,7 @@ def phrasing(question: str) -> str:
 def no_image_references(rows: list[dict[str, str]]) -> dict[str, Any]:
     """Accuracy (%) without the image: per category the most frequent answer of these rows, and
     per phrasing the majority answer of easy-vqa's train questions (a text-only prior)."""
-    from pipelines.sources import easyvqa
+    from pipelines.download import easyvqa
 
     by_category: dict[str, Counter] = defaultdict(Counter)
     for row in rows:
@@ -280,7 +280,7 @@ def run_record(grid: Grid, arm_name: str, seed: int) -> dict[str, Any]:
 
 def _scores(ev: Any, key: str) -> dict[str, Any]:
     from pipelines.core import fs
-    from pipelines.evaluation.outputs import scores_url
+    from pipelines.eval.outputs import scores_url
 
     return fs.read_json(scores_url(ev.output_dir, key)).get("scores", {})
 

@@ -5,7 +5,7 @@
 
 Inputs: the first `--images` easy-vqa train images (PNG files from the easy-vqa wheel), written
 into `--shards` webdataset tars in img2dataset's layout ({key}.png/.txt/.json) in a temp folder,
-behind a fake finished `download` result, so the real `pipelines.features.run` reads them.
+behind a fake finished `download` result, so the real `pipelines.features.stage.run` reads them.
 
 Paths, timed round-robin (`--repeats` rounds; the stage is redone from scratch each round):
 - bare loop: in this process, the same encoder and batch size; read the tars, decode and
@@ -13,7 +13,7 @@ Paths, timed round-robin (`--repeats` rounds; the stage is redone from scratch e
 - stage, in actor: the Ray Data stage's per-shard time inside the encoder actor (read, decode
   in `--decode-threads` threads, encode, write Parquet); what a long run converges to (its
   fresh actor's first-batch warm-up included).
-- stage, end to end: `pipelines.features.run` wall time: Ray Data planning, actor start-up and
+- stage, end to end: `pipelines.features.stage.run` wall time: Ray Data planning, actor start-up and
   model load, the work, validation of the outputs, the manifest (Ray itself already running).
 Overhead = time of the path / time of the bare loop − 1, per image. On a shared machine, rounds
 in which other processes kept 0.25 cores or more busy (machine busy time minus this process
@@ -98,7 +98,7 @@ def write_shards(folder: Path, images: list[Path], shards: int) -> dict[str, byt
 def fake_download(config: Any, shards_dir: Path) -> None:
     """A finished `download` result pointing at the shards (and an empty SFT set)."""
     from pipelines.core.stage import run_stage
-    from pipelines.download import key_config
+    from pipelines.download.stage import key_config
 
     sft = shards_dir.parent / "sft"
     (sft / "images").mkdir(parents=True, exist_ok=True)
@@ -114,8 +114,8 @@ def fake_download(config: Any, shards_dir: Path) -> None:
 # ----- the two paths -------------------------------------------------------------------------
 def bare_loop(encoder: Any, shards_dir: Path, batch_size: int, device: str, dtype: Any) -> dict:
     """Read, decode + preprocess (one thread), encode in batches; features kept for the check."""
-    from pipelines.featurize.decode import decode_image
-    from pipelines.featurize.units import read_tar_samples
+    from pipelines.features.decode import decode_image
+    from pipelines.features.units import read_tar_samples
 
     keys: list[str] = []
     outputs: list[np.ndarray] = []
@@ -139,7 +139,7 @@ def bare_loop(encoder: Any, shards_dir: Path, batch_size: int, device: str, dtyp
 
 
 def stage_pass(config: Any, force: bool) -> dict[str, Any]:
-    from pipelines.features import run
+    from pipelines.features.stage import run
 
     started = time.perf_counter()
     result = run(config, force=force)

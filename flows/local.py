@@ -17,6 +17,7 @@ from pathlib import Path
 from flows.artifacts import resume_note
 from pipelines.core.machine import describe, snapshot
 from pipelines.core.signals import unwind_on_sigterm
+from pipelines.core.verbosity import configure_console_logging, set_verbosity
 from vlora.utils.env import apply_offline_defaults
 
 
@@ -27,7 +28,6 @@ def _prefect_defaults(workdir: str) -> None:
     # (a fresh clone has no runs/ yet).
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 
 def print_report(results: dict[str, dict], seconds: float, machine: str | None = None) -> None:
@@ -72,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--stages", nargs="*", default=None)
     parser.add_argument("--force", nargs="*", default=[])
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Also print Ray's and Prefect's own INFO logs (execution plans, worker groups, "
+        "per-report lines); by default only stage lines, summaries, training lines and the report.",
+    )
     args = parser.parse_args(argv)
+    set_verbosity(args.verbose)  # before Prefect and Ray are imported: they read it at import
+    configure_console_logging()
     from pipelines.config import load_pipeline_config
 
     try:

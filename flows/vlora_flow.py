@@ -19,7 +19,7 @@ from flows.artifacts import artifact_key, resume_note
 from flows.tasks import stage_task
 from pipelines.config import PipelineConfig, load_pipeline_config
 from pipelines.stages import STAGE_ORDER
-from vlora.registry import UnknownNameError
+from vlora.factories import UnknownNameError
 from vlora.utils.env import apply_offline_defaults
 
 

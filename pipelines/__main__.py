@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from pipelines.core.signals import unwind_on_sigterm
+from pipelines.core.verbosity import configure_console_logging, set_verbosity
 from vlora.utils.env import apply_offline_defaults
 
 
@@ -37,10 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         help="Override: section.field=value (repeatable).",
     )
     parser.add_argument("--force", action="store_true", help="Redo the stage from scratch.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Also print Ray's own INFO logs (execution plans, worker groups, per-report lines).",
     )
+    args = parser.parse_args(argv)
+    set_verbosity(args.verbose)
+    configure_console_logging()
     try:
         config = load_pipeline_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as err:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from collections.abc import Callable
 
 from pipelines.config import PipelineConfig
+from pipelines.core.chain import stage_module
 from pipelines.core.stage import StageResult
-from vlora.registry import UnknownNameError
+from vlora.factories import UnknownNameError
 from vlora.utils.env import set_hub_access
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ StageRunner = Callable[..., StageResult]
 def get_stage(name: str) -> StageRunner:
     if name not in STAGE_ORDER:
         raise UnknownNameError(f"unknown stage '{name}'; valid: {', '.join(STAGE_ORDER)}")
-    module = importlib.import_module(f"pipelines.{name}")
+    module = stage_module(name)
 
     def run_stage(config: PipelineConfig, force: bool = False) -> StageResult:
         apply_run_environment(config)

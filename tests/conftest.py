@@ -24,5 +24,20 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
+def _pipeline_loggers_as_they_were():
+    """The CLIs' console logging (`verbosity.configure_console_logging`) stops the pipeline's
+    loggers from propagating; a test that runs a CLI in-process must not take caplog's records
+    away from the tests after it."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("pipelines", "flows")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for logger, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+        logger.handlers[:] = handlers
+        logger.propagate, logger.level = propagate, level
+
+
+@pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -1,13 +1,13 @@
 """The plain-torch reference of the training rows, which the Ray Data builders are compared with.
 
-`pipelines/datasets.py` builds the pre-training and SFT rows with Ray Data: streamed, split into
+`pipelines/training/datasets.py` builds the pre-training and SFT rows with Ray Data: streamed, split into
 blocks, features attached by (file, row) on workers. The functions here build the same rows the
 plain way, for small test data only: every feature file is read whole into memory and every
 caption or record is handled in order, with the library functions the Ray tasks run
 (`prepare_caption`, `build_sft_samples`). tests/pipelines/datasets/test_datasets_ray.py checks
 that both give the same rows.
 
-Rows follow the contract of `vlora.data.collate.collate_batch` (`pipelines.datasets.ROW_COLUMNS`:
+Rows follow the contract of `vlora.data.collate.collate_batch` (`pipelines.training.datasets.ROW_COLUMNS`:
 input_ids, labels, features, has_image, length), plus the sample's `id`, which the Ray rows do
 not carry. A list of rows is a map-style torch dataset: `DataLoader(rows, collate_fn=...)`.
 """

@@ -25,7 +25,7 @@ a new file is checked before it is committed), minus files deleted from the work
       ``docker/dockerfile``); write ``infra/kuberay/`` to have a folder checked;
 
     * tokens followed by a glob or placeholder character (``*``, ``?``, ``<``, ``{``, ``[``, ``$``,
-      ``…``), e.g. ``pipelines/configs/*.yaml``, ``docs/<topic>.md``, ``benchmarks/fault_drills*``;
+      ``…``), e.g. ``pipelines/run_configs/*.yaml``, ``docs/<topic>.md``, ``benchmarks/fault_drills*``;
     * tokens preceded by a word character or one of ``/ . ~ - $ :`` (inside another path or a URL:
       ``/tmp/x/docs/a.md``, ``s3://b/tests/``, ``~/.cache/vlora``, ``$PWD/tests``).
 
@@ -316,7 +316,11 @@ def test_the_rules_catch_what_they_are_meant_to_catch() -> None:
         "docs/missing.md",
     ]
     assert (
-        list(cited_paths("pipelines/configs/*.yaml docs/<topic>.md /tmp/docs/x.md ~/.cache/vlora"))
+        list(
+            cited_paths(
+                "pipelines/run_configs/*.yaml docs/<topic>.md /tmp/docs/x.md ~/.cache/vlora"
+            )
+        )
         == []
     )
     assert list(cited_paths("s3://bucket/tests/a.py $PWD/tests/x")) == []

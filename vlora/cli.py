@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from vlora.registry import UnknownNameError
+    from vlora.factories import UnknownNameError
 
     try:
         return int(args.func(args) or 0)

@@ -15,9 +15,9 @@ from vlora.config import (
     RecipeConfig,
     VisionEncoderConfig,
 )
-from vlora.registry import Registry
+from vlora.factories import NamedFactories
 
-PRESETS: Registry[Preset] = Registry("preset")
+PRESETS: NamedFactories[Preset] = NamedFactories("preset")
 
 # Architectures are spelled out so that weight-free builds (meta device), the FLOPs model and
 # config checks work without fetching anything from the hub.

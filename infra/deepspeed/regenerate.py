@@ -5,7 +5,7 @@
 
 `pipelines.training.deepspeed_config.deepspeed_config` is the source of truth (every training run
 also writes the exact JSON it used next to its outputs); these files are what it produces for the
-paper config (`pipelines/configs/paper.yaml`) on GPUs, so they can be read, diffed and reused
+paper config (`pipelines/run_configs/paper.yaml`) on GPUs, so they can be read, diffed and reused
 without running anything. tests/infra/test_infra_manifests.py fails when they drift.
 """
 

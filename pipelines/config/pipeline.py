@@ -1,6 +1,6 @@
 """PipelineConfig: everything one run of the chain needs, validated before any compute.
 
-Named configs ship as YAML in `pipelines/configs/` (`local`, `smoke`, `paper`); any YAML file
+Named configs ship as YAML in `pipelines/run_configs/` (`local`, `smoke`, `paper`); any YAML file
 works too. Overrides use dotted paths with YAML values: `download.processes=4`,
 `pretrain.max_steps=10`, `ray.address=auto`.
 """
@@ -23,7 +23,7 @@ from pipelines.config.train import TrainConfig
 from pipelines.core.ray_cluster import RayConfig
 from vlora.config import ModelConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "run_configs"
 
 
 class TrackingConfig(StageConfig):

@@ -27,7 +27,7 @@ HEADER = """# Configuration reference
 Generated from the field descriptions of the config models by `python -m
 pipelines.config.reference`; do not edit by hand (a test checks that it is current).
 
-A run is one `PipelineConfig` (a YAML file, or a named config in `pipelines/configs/`), with
+A run is one `PipelineConfig` (a YAML file, or a named config in `pipelines/run_configs/`), with
 `--set section.field=value` overrides (values are YAML). Unknown fields are errors that name the
 field. The model architecture comes from `preset` (`vlora presets`), with `model.*` overrides
 merged into it by dotted path (`--set model.generator.rank=32`); its fields are in the second part.

@@ -20,8 +20,21 @@ if TYPE_CHECKING:
     from pipelines.config import PipelineConfig
 
 
+# Each stage's module (its `run`, `key_config`, `UPSTREAM`): a stage owns the package of its
+# name, with its helpers beside it, except the two training stages, which share
+# `pipelines/training/`.
+STAGE_MODULES = {
+    "download": "pipelines.download.stage",
+    "features": "pipelines.features.stage",
+    "pretrain": "pipelines.training.pretrain",
+    "sft": "pipelines.training.sft",
+    "eval": "pipelines.eval.stage",
+    "register": "pipelines.register.stage",
+}
+
+
 def stage_module(name: str) -> ModuleType:
-    return importlib.import_module(f"pipelines.{name}")
+    return importlib.import_module(STAGE_MODULES[name])
 
 
 def upstream_names(config: PipelineConfig, name: str) -> tuple[str, ...]:

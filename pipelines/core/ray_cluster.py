@@ -12,6 +12,7 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.core import verbosity
 from vlora.utils.env import OFFLINE_DEFAULTS, apply_offline_defaults
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,13 @@ class RayConfig(BaseModel):
 # configure s3fs alone. Credentials travel in the job's runtime_env: on a cloud cluster prefer
 # instance roles, so that none are set on the driver and none are forwarded.
 FORWARDED_PREFIXES = ("AWS_", "FSSPEC_S3_", "MLFLOW_S3_", "MLFLOW_HTTP_REQUEST_")
-FORWARDED_KEYS = ("VLORA_CACHE_DIR", "HF_HOME", "TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR")
+FORWARDED_KEYS = (
+    "VLORA_CACHE_DIR",
+    "HF_HOME",
+    "TORCH_EXTENSIONS_DIR",
+    "DS_ACCELERATOR",
+    *verbosity.FORWARDED_VARIABLES,  # how loud the run is, decided by the driver
+)
 
 
 def worker_env() -> dict[str, str]:
@@ -81,6 +88,7 @@ def ensure_ray(config: RayConfig | None = None) -> None:
         join_cluster(address)
         if config.single_machine:
             check_single_machine()
+        verbosity.quiet_ray_data()
         return
     _bind_local_cluster_to_loopback()
     num_cpus = config.num_cpus or max(4, 2 * (os.cpu_count() or 1))
@@ -96,6 +104,7 @@ def ensure_ray(config: RayConfig | None = None) -> None:
         configure_logging=True,
         logging_level=logging.WARNING,
     )
+    verbosity.quiet_ray_data()
 
 
 QUIET_HOOK = "pipelines.core.ray_cluster.quiet_dashboardless_warnings"

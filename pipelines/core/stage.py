@@ -131,7 +131,7 @@ def run_stage(
         filesystem.rm(path, recursive=True)
         logger.info("[%s] force: redoing %s from scratch", stage, output_dir)
     fs.makedirs(output_dir)
-    logger.info("[%s] running into %s", stage, output_dir)
+    logger.info("[%s] started: %s", stage, output_dir)
     started = time.perf_counter()
     produced = body(output_dir)
     fields = produced.model_dump() if isinstance(produced, StageResult) else dict(produced)
@@ -156,5 +156,7 @@ def run_stage(
         "host": platform.node(),
     }
     fs.write_json_atomic(fs.join(output_dir, MANIFEST), manifest)
-    logger.info("[%s] done in %.1f s: %s", stage, result.seconds, result.summary)
+    # one line per stage end; its summary is in the manifest, the artifact and the stage's report
+    logger.info("[%s] done in %.1f s", stage, result.seconds)
+    logger.debug("[%s] summary: %s", stage, result.summary)
     return result

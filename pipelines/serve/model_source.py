@@ -5,7 +5,7 @@
   every replica (and the encoder and generation deployments) builds the same weights;
 - `models:/NAME@ALIAS` or `models:/NAME/VERSION`: the MLflow registry of `tracking_uri`,
   downloaded and verified against the checksums recorded at registration
-  (`pipelines.registry`). A version that fails the check is refused with the reason.
+  (`pipelines.register`). A version that fails the check is refused with the reason.
 
 `resolve_model` runs where the application is built (the CLI, `serve run`, the Serve
 controller): it pins an alias to its version number, so every replica loads the same version
@@ -107,7 +107,7 @@ def resolve_model(settings: ModelSettings, verify: bool = True) -> ResolvedModel
     if registry is not None:
         if not settings.tracking_uri:
             raise ModelSourceError(f"model: '{spec}' needs --tracking-uri (the MLflow registry)")
-        from pipelines.registry.checksums import ChecksumError
+        from pipelines.register.checksums import ChecksumError
         from pipelines.serve.registry_cache import fetch_verified, resolve_version
 
         name, ref = registry
@@ -146,8 +146,8 @@ def resolve_model(settings: ModelSettings, verify: bool = True) -> ResolvedModel
             conditioning_version=version,
             folder=str(path.resolve()),
         )
+    from vlora.factories import UnknownNameError
     from vlora.presets import PRESETS
-    from vlora.registry import UnknownNameError
 
     try:
         PRESETS.get(spec)

@@ -3,7 +3,7 @@
 `fetch_verified(name, version, uri)` keeps `<cache>/<name>/<version>/` holding `model/` and the
 checksum list. A cached copy is used only when its list still has the digest recorded on the
 version (`vlora.checksums_sha256`) and every file matches the list; otherwise it is fetched
-again through `pipelines.registry.load_registered_model`, which raises `ChecksumError` naming
+again through `pipelines.register.load_registered_model`, which raises `ChecksumError` naming
 the files when the registered artifacts themselves are corrupt. Replicas on one node share the
 copy; a new copy appears by an atomic rename, so concurrent replicas never see half a folder.
 """
@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipelines.registry.checksums import (
+from pipelines.register.checksums import (
     CHECKSUM_FILE,
     ChecksumError,
     checksums_json,
@@ -26,7 +26,7 @@ from pipelines.registry.checksums import (
     folder_checksums,
     verify_checksums,
 )
-from pipelines.registry.model_registry import CHECKSUM_TAG, MODEL_ARTIFACT, load_registered_model
+from pipelines.register.model_registry import CHECKSUM_TAG, MODEL_ARTIFACT, load_registered_model
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     python -m pipelines.serve.served_eval --config local \\
         --model models:/vlora-local@production --tracking-uri sqlite:///runs/local/mlflow.db
 
-prepares the config's benchmarks exactly as the eval stage does (`pipelines.evaluation.prepare`:
+prepares the config's benchmarks exactly as the eval stage does (`pipelines.eval.prepare`:
 same TSV, same rows, same prompts), starts `python -m pipelines serve --model MODEL` (or uses
 `--url` of a running server), asks every question with its image over the OpenAI API (greedy,
 the stage's max_new_tokens), scores the answers with `vlora.eval.scoring.score_benchmark`, and
@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from pipelines.config import PipelineConfig
-from pipelines.evaluation.prepare import PreparedBenchmark, prepare_benchmark, prompt_input
+from pipelines.eval.prepare import PreparedBenchmark, prepare_benchmark, prompt_input
 from vlora.eval.prompts import IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def score_served(
     concurrency: int = 8,
 ) -> dict[str, dict[str, Any]]:
     """{benchmark: {"scores", "predictions"}} for the config's benchmarks (or `keys`)."""
-    from pipelines.evaluation.runner import scoring_options
+    from pipelines.eval.runner import scoring_options
     from vlora.eval.scoring import score_benchmark
 
     if prompt_input(config.eval) != "user":
@@ -122,7 +122,7 @@ def compare_with_eval_stage(
 ) -> dict[str, dict[str, Any]]:
     """Beside each served benchmark: the eval stage's scores and per-row answer agreement."""
     from pipelines.core.chain import finished_result
-    from pipelines.evaluation import outputs
+    from pipelines.eval import outputs
 
     stage = finished_result(config, "eval")
     report = {}

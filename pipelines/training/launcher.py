@@ -15,7 +15,7 @@ from typing import Any
 
 from pipelines.config import PipelineConfig
 from pipelines.config.train import TrainConfig
-from pipelines.core import fs
+from pipelines.core import fs, verbosity
 from pipelines.training.deepspeed_config import deepspeed_config
 from pipelines.training.plan import Phase, TrainPlan, resolve_plan
 from pipelines.training.tracking import (
@@ -145,6 +145,8 @@ def run_training(
         run_config=ray.train.RunConfig(
             name=phase,
             storage_path=storage,
+            # Ray Train's own lines (worker group, one per report); ours are logged apart
+            logging_config=ray.train.LoggingConfig(log_level=verbosity.framework_log_level()),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=train.keep_checkpoints,

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from pipelines.core import verbosity
 from pipelines.training.batching import EpochCounters, epoch_micro_batches
 from pipelines.training.plan import TrainPlan
 
@@ -178,6 +179,7 @@ def train_loop_per_worker(plan_json: dict[str, Any]) -> None:
     plan = TrainPlan.model_validate(plan_json)
     use_gpu = torch.cuda.is_available()
     _setup_environment(use_gpu)
+    verbosity.quiet_ray_train_reports()
     from pipelines.training.engines import build_engine
     from pipelines.training.export import export_model
     from pipelines.training.tracking import MetricsLogger

@@ -3,14 +3,13 @@ pipeline finds it), per-arm spread over seeds, image-bootstrap errors, reference
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks import accuracy_for_cost as afc
-from pipelines.core.chain import upstream_results
+from pipelines.core.chain import stage_module, upstream_results
 from pipelines.core.stage import run_stage
 
 # per image: (shape question right?, colour question right?, yes/no right?); 4 test images
@@ -90,7 +89,7 @@ def _eval_outputs(output_dir: str, arm: str, seed: int) -> dict:
 def _fabricate(grid: afc.Grid, arm: str, seed: int, stages=afc.STAGES) -> None:
     config = afc.run_config(grid, grid.arms[arm], seed)
     for name in stages:
-        module = importlib.import_module(f"pipelines.{name}")
+        module = stage_module(name)
 
         def produce(out: str, name: str = name) -> dict:
             if name == "eval":

@@ -7,7 +7,7 @@ from prefect.states import Failed
 from ray.exceptions import RayTaskError
 
 from flows.tasks import STAGE_RETRIES, stage_task, worth_retrying
-from pipelines.sources.report import DownloadFailedError
+from pipelines.download.report import DownloadFailedError
 from pipelines.stages import STAGE_ORDER
 
 

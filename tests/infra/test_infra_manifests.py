@@ -435,7 +435,7 @@ def test_infra_dockerignore_keeps_the_context_small() -> None:
 @pytest.mark.parametrize("readme", ["infra/README.md", "docker/README.md"])
 def test_infra_readme_paths_exist(readme: str) -> None:
     text = (REPO / readme).read_text()
-    paths = set(re.findall(r"(?<![\w/])((?:infra|docker|pipelines/configs)/[\w./-]*\w)", text))
+    paths = set(re.findall(r"(?<![\w/])((?:infra|docker|pipelines/run_configs)/[\w./-]*\w)", text))
     assert paths
     for path in paths:
         assert (REPO / path).exists(), f"{readme} names {path}, which does not exist"

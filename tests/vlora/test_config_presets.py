@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from vlora.config import GeneratorConfig, LLMConfig, ModelConfig
+from vlora.factories import UnknownNameError
 from vlora.llm import MODULE_NAMES, FamilyModuleNames
 from vlora.model import VLoRAModel
 from vlora.presets import get_preset, preset_names
-from vlora.registry import UnknownNameError
 
 
 def test_required_presets_exist() -> None:

@@ -9,7 +9,7 @@ empty captions and captions whose supervised tokens do not decode back to the ca
 not trained on and are counted by key in a `DataReport`.
 
 The training rows are built with `prepare_caption` by the Ray Data builder in
-`pipelines/datasets.py`; batching (`pipelines/training/batching.py`) pads to the longest sample
+`pipelines/training/datasets.py`; batching (`pipelines/training/batching.py`) pads to the longest sample
 of a micro batch, and each row carries its `length` for length-aware batching.
 Packing is deliberately not offered. In VLoRA an image is not a span of tokens but a per-sample
 weight delta ΔW = W_v·W_s applied to every token of the sequence: two captions of two images

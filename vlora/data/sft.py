@@ -25,7 +25,7 @@ Steps, each counting what it rejects by reason and listing the record ids (`Data
    (note `truncated`).
 3. `DataReport.check(max_bad_fraction)`: above it, building fails with the ids by reason.
 
-The Ray Data builder of the training rows (`pipelines/datasets.py`) runs the same two functions
+The Ray Data builder of the training rows (`pipelines/training/datasets.py`) runs the same two functions
 on workers.
 """
 

@@ -17,7 +17,7 @@ import abc
 from dataclasses import dataclass
 from typing import Literal
 
-from vlora.registry import Registry
+from vlora.factories import NamedFactories
 
 Role = Literal["user", "assistant"]
 
@@ -116,7 +116,7 @@ class PlainTemplate(ConversationTemplate):
         return segments
 
 
-TEMPLATES: Registry[ConversationTemplate] = Registry("conversation template")
+TEMPLATES: NamedFactories[ConversationTemplate] = NamedFactories("conversation template")
 TEMPLATES.register("vicuna_v1")(VicunaV1Template)
 TEMPLATES.register("chatml")(ChatMLTemplate)
 TEMPLATES.register("plain")(PlainTemplate)

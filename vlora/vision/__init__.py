@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vlora.config import VisionEncoderConfig
-from vlora.registry import UnknownNameError
+from vlora.factories import UnknownNameError
 from vlora.vision.base import VisionEncoder
 from vlora.vision.preprocess import ImagePreprocessor
 

@@ -8,7 +8,7 @@ import os
 import huggingface_hub.constants
 import pytest
 
-import pipelines.download
+import pipelines.download.stage
 from pipelines.config import load_pipeline_config
 from pipelines.core.ray_cluster import worker_env
 from pipelines.core.stage import StageResult
@@ -52,7 +52,7 @@ def _capture_stage_environment(monkeypatch: pytest.MonkeyPatch) -> dict[str, obj
         seen["constant"] = huggingface_hub.constants.HF_HUB_OFFLINE
         return StageResult(stage="download", key="k", output_dir="/nowhere")
 
-    monkeypatch.setattr(pipelines.download, "run", fake_run)
+    monkeypatch.setattr(pipelines.download.stage, "run", fake_run)
     return seen
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pipelines import download, features, pretrain, sft
 from pipelines.config import load_pipeline_config
+from pipelines.download import stage as download
+from pipelines.features import stage as features
+from pipelines.training import pretrain, sft
 
 
 def test_run_seed_reaches_both_training_stages() -> None:

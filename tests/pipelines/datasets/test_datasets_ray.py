@@ -137,7 +137,7 @@ def check_schema(schema) -> None:
 
 
 def test_pretrain_rows_equal_the_reference(ray_session, config, features_result) -> None:
-    from pipelines.datasets import pretrain_dataset_with_report
+    from pipelines.training.datasets import pretrain_dataset_with_report
 
     dataset, report = pretrain_dataset_with_report(config, features_result, max_length=64)
     assert report["total"] == 8 and report["problems"] == {"empty_caption": 1}
@@ -162,7 +162,7 @@ def test_pretrain_rows_equal_the_reference(ray_session, config, features_result)
 def test_sft_rows_equal_the_reference_and_report_problems(
     ray_session, config, features_result
 ) -> None:
-    from pipelines.datasets import sft_dataset
+    from pipelines.training.datasets import sft_dataset
 
     dataset, report = sft_dataset(
         config, features_result, max_length=256, max_bad_fraction=0.5, block_rows=3
@@ -194,7 +194,7 @@ def test_sft_rows_equal_the_reference_and_report_problems(
 
 
 def test_sft_fails_above_max_bad_fraction_listing_ids(ray_session, config, features_result) -> None:
-    from pipelines.datasets import sft_dataset
+    from pipelines.training.datasets import sft_dataset
 
     with pytest.raises(DataQualityError) as err:
         sft_dataset(config, features_result, max_length=256, max_bad_fraction=0.2)
@@ -207,7 +207,7 @@ def test_sft_fails_above_max_bad_fraction_listing_ids(ray_session, config, featu
 def test_sft_images_only_leaves_text_only_records_out_and_counts_them(
     ray_session, config, features_result
 ) -> None:
-    from pipelines.datasets import sft_dataset
+    from pipelines.training.datasets import sft_dataset
 
     dataset, report = sft_dataset(
         config, features_result, max_length=256, max_bad_fraction=0.5, images_only=True

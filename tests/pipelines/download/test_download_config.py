@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import download
 from pipelines.config import load_pipeline_config
 from pipelines.config.download import (
     CapsFusionSource,
@@ -13,6 +12,7 @@ from pipelines.config.download import (
     EasyVQASource,
     LlavaPretrainSource,
 )
+from pipelines.download import stage as download
 
 BASE = {"name": "t", "preset": "tiny-llama", "workdir": "/tmp/unused"}
 

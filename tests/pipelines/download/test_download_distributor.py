@@ -6,7 +6,7 @@ import pytest
 import ray
 
 import pipelines.core.ray_cluster as ray_cluster
-from pipelines.sources.img2dataset_runner import Img2DatasetJob, ray_distributor_address
+from pipelines.download.img2dataset_runner import Img2DatasetJob, ray_distributor_address
 
 
 @pytest.fixture

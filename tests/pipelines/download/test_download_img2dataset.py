@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines import download
 from pipelines.config import load_pipeline_config
 from pipelines.core.chain import stage_dir
 from pipelines.core.stage import MANIFEST
-from pipelines.sources.loopback import Fault, LoopbackImageServer, sample_jpeg
+from pipelines.download import stage as download
+from pipelines.download.loopback import Fault, LoopbackImageServer, sample_jpeg
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[3]
@@ -143,7 +143,7 @@ def test_counts_per_failure_reason_match_what_was_served(
     assert not list(Path(result.artifacts["pretrain_shards"]).glob("_tmp"))
 
     # the finished stage: no work, not even a server (it is down) or an img2dataset process
-    import pipelines.sources.img2dataset_runner as runner
+    import pipelines.download.img2dataset_runner as runner
 
     monkeypatch.setattr(runner, "run_img2dataset", lambda *a, **k: pytest.fail("img2dataset ran"))
     started = time.perf_counter()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipelines import download
 from pipelines.config import load_pipeline_config
 from pipelines.core.stage import MANIFEST
-from pipelines.sources.loopback import sample_jpeg
+from pipelines.download import stage as download
+from pipelines.download.loopback import sample_jpeg
 
 GOOD = 10
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config.download import CapsFusionSource
-from pipelines.sources.capsfusion import (
+from pipelines.download.capsfusion import (
     list_parquet_files,
     prepare_capsfusion,
     read_chunks,

@@ -9,10 +9,10 @@ import urllib.request
 from pathlib import Path
 
 from pipelines.config.download import EasyVQASft
-from pipelines.sources import easyvqa
-from pipelines.sources.easyvqa_sft import SINGLE_WORD, build_conversations
-from pipelines.sources.loopback import LoopbackImageServer, live_url
-from pipelines.sources.sft import prepare_sft
+from pipelines.download import easyvqa
+from pipelines.download.easyvqa_sft import SINGLE_WORD, build_conversations
+from pipelines.download.loopback import LoopbackImageServer, live_url
+from pipelines.download.sft import prepare_sft
 
 ANSWERS = set(easyvqa.SHAPES) | set(easyvqa.PALETTE) | {"yes", "no"}
 
@@ -150,7 +150,7 @@ def test_balanced_yes_no_answers_are_not_given_away_by_the_phrasing() -> None:
 
 
 def test_balanced_yes_no_answers_are_true_of_the_image() -> None:
-    from pipelines.sources.easyvqa_sft import balanced_yes_no
+    from pipelines.download.easyvqa_sft import balanced_yes_no
 
     facts = easyvqa.ImageFacts(7, "circle", "red")
     rng = random.Random(0)
@@ -180,7 +180,7 @@ def test_describe_first_yes_no_sentences_end_with_the_answer() -> None:
 
 def test_new_sft_field_at_its_default_keeps_the_download_key() -> None:
     from pipelines.config import load_pipeline_config
-    from pipelines.download import key_config
+    from pipelines.download.stage import key_config
 
     default = load_pipeline_config("local")
     assert "yes_no_order" not in key_config(default)["download"]["sft"]

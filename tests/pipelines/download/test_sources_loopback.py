@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from pipelines.sources.loopback import (
+from pipelines.download.loopback import (
     NOT_AN_IMAGE,
     Fault,
     LoopbackImageServer,

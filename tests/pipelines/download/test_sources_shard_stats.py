@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core import fs
-from pipelines.sources.loopback import NOT_AN_IMAGE, sample_jpeg
-from pipelines.sources.report import DownloadFailedError, check_failures, format_report
-from pipelines.sources.shard_stats import failure_reason, summarize_shards, validate_shard
-from pipelines.sources.strict_resizer import StrictResizer
+from pipelines.download.loopback import NOT_AN_IMAGE, sample_jpeg
+from pipelines.download.report import DownloadFailedError, check_failures, format_report
+from pipelines.download.shard_stats import failure_reason, summarize_shards, validate_shard
+from pipelines.download.strict_resizer import StrictResizer
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import urllib.request
 
 from PIL import Image
 
-from pipelines.sources import skimage_photos
-from pipelines.sources.loopback import LoopbackImageServer, live_url
+from pipelines.download import skimage_photos
+from pipelines.download.loopback import LoopbackImageServer, live_url
 
 
 def test_photos_have_their_docstring_captions() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import eval as eval_stage
 from pipelines.config import load_pipeline_config
 from pipelines.config.eval import EvalConfig
+from pipelines.eval import stage as eval_stage
 from vlora.eval.errors import BenchmarkDataError
 
 FORMATS = Path(__file__).resolve().parents[2] / "vlora" / "eval" / "data" / "benchmark-formats"
@@ -34,8 +34,8 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args, **kwargs):
         raise AssertionError("the stage started Ray or loaded a model despite bad input")
 
-    monkeypatch.setattr("pipelines.evaluation.runner.ensure_ray", forbidden)
-    monkeypatch.setattr("pipelines.evaluation.runner.generate_all", forbidden)
+    monkeypatch.setattr("pipelines.eval.runner.ensure_ray", forbidden)
+    monkeypatch.setattr("pipelines.eval.runner.generate_all", forbidden)
     monkeypatch.setattr("vlora.eval.generate_fn.load_model_for_eval", forbidden)
 
 

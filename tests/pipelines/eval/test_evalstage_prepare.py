@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config.eval import EvalConfig
-from pipelines.evaluation.generation import make_jobs
-from pipelines.evaluation.prepare import prepare_all, prompt_input, row_prompt
+from pipelines.eval.generation import make_jobs
+from pipelines.eval.prepare import prepare_all, prompt_input, row_prompt
 from vlora.eval.benchmarks import get_benchmark
 from vlora.eval.prompts import build_prompt
 from vlora.eval.scoring import score_benchmark

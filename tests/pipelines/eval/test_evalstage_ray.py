@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import eval as eval_stage
 from pipelines.config import load_pipeline_config
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
 from pipelines.core.stage import MANIFEST
+from pipelines.eval import stage as eval_stage
 from vlora.model import VLoRAModel
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.evaluation.report import PAPER_ROWS, flat_metrics, render_report
+from pipelines.eval.report import PAPER_ROWS, flat_metrics, render_report
 
 
 def record(scores: dict, left_out: int = 0, rate: float = 12.5) -> dict:

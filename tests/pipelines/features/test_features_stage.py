@@ -21,7 +21,7 @@ import torch
 from pipelines.config import load_pipeline_config
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
 from pipelines.core.stage import MANIFEST, run_stage
-from pipelines.featurize.decode import decode_image
+from pipelines.features.decode import decode_image
 from vlora.data.features import table_features, validate_feature_file
 from vlora.presets import get_preset
 from vlora.vision import build_vision_encoder
@@ -58,7 +58,7 @@ def fake_download(
     workdir: Path, shards: list[dict], sft_images: dict[str, bytes | None], write_shard
 ) -> Path:
     """A finished `download` result with the artifacts the features stage reads."""
-    from pipelines.download import key_config
+    from pipelines.download.stage import key_config
 
     inputs = workdir / "inputs"
     (inputs / "shards").mkdir(parents=True)
@@ -119,7 +119,7 @@ def inputs(make_image, good_samples, corrupt_samples) -> dict:
 def test_features_rows_reasons_round_trip_cache_and_resume(
     ray_session, tmp_path, inputs, write_shard
 ) -> None:
-    from pipelines.features import run
+    from pipelines.features.stage import run
 
     shards, good_keys = inputs["shards"], inputs["good_keys"]
     fake_download(tmp_path, shards, inputs["sft"], write_shard)
@@ -213,7 +213,7 @@ def test_features_rows_reasons_round_trip_cache_and_resume(
 def test_features_unreadable_shard_fails_after_the_others(
     ray_session, tmp_path, good_samples, write_shard
 ) -> None:
-    from pipelines.features import FeaturesFailedError, run
+    from pipelines.features.stage import FeaturesFailedError, run
 
     folder = fake_download(tmp_path, [good_samples(0, 4), good_samples(4, 4)], {}, write_shard)
     good_tar = (folder / "shards" / "00001.tar").read_bytes()
@@ -235,9 +235,9 @@ import functools
 import sys
 import time
 
-import pipelines.features as stage
+import pipelines.features.stage as stage
 from pipelines.config import load_pipeline_config
-from pipelines.featurize.actor import EncoderActor
+from pipelines.features.actor import EncoderActor
 
 
 class SlowEncoderActor(EncoderActor):  # 1 s per batch: the kill lands between shards
@@ -261,7 +261,7 @@ def _session_processes(session_id: int) -> list[int]:
 def test_features_killed_process_resumes_exactly_once(
     ray_session, tmp_path, good_samples, write_shard
 ) -> None:
-    from pipelines.features import run
+    from pipelines.features.stage import run
 
     shards = [good_samples(8 * i, 8) for i in range(3)]  # 2 batches each: ≥ 2 s per shard
     fake_download(tmp_path, shards, {}, write_shard)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from pipelines.config import load_pipeline_config
-from pipelines.featurize.actor import EncoderActor
-from pipelines.featurize.decode import DecodeError, decode_image
-from pipelines.featurize.units import (
+from pipelines.features.actor import EncoderActor
+from pipelines.features.decode import DecodeError, decode_image
+from pipelines.features.units import (
     ShardMismatchError,
     WorkUnit,
     pretrain_units,
@@ -24,7 +24,7 @@ from pipelines.featurize.units import (
     read_tar_samples,
     sft_units,
 )
-from pipelines.featurize.writer import (
+from pipelines.features.writer import (
     META_COMPUTE_DTYPE,
     META_SKIPPED,
     UnitWriter,
@@ -271,7 +271,7 @@ def test_config_validation_and_key() -> None:
         load_pipeline_config("smoke", [*base, "features.compute_dtype=float16"])
     with pytest.raises(ValueError, match="features.batch_size"):
         load_pipeline_config("smoke", [*base, "features.batch_size=0"])
-    from pipelines.features import key_config
+    from pipelines.features.stage import key_config
 
     config = load_pipeline_config("smoke", base)
     key = key_config(config)

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.registry import (
+from pipelines.register import (
     ChecksumError,
     load_registered_model,
     load_registered_vlora,
     register_checkpoint,
     set_alias,
 )
-from pipelines.registry.checksums import CHECKSUM_FILE
+from pipelines.register.checksums import CHECKSUM_FILE
 from vlora.model import VLoRAModel
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_pipeline_config
-from pipelines.core.chain import upstream_results
+from pipelines.core.chain import stage_module, upstream_results
 from pipelines.core.stage import run_stage
 from pipelines.stages import STAGE_ORDER
 from vlora.model import VLoRAModel
@@ -16,10 +16,9 @@ from vlora.model import VLoRAModel
 
 def _fabricate_chain(config, model_dir: Path, metrics: dict[str, float]) -> None:
     """Write finished manifests for download … eval, as the real stages would place them."""
-    import importlib
 
     for name in STAGE_ORDER[:-1]:
-        module = importlib.import_module(f"pipelines.{name}")
+        module = stage_module(name)
         artifacts = {"model": str(model_dir)} if name in ("sft", "eval") else {}
         produced = {"summary": {"fabricated": True}, "artifacts": artifacts}
         if name == "eval":
@@ -48,7 +47,7 @@ def _config(tmp_path: Path, thresholds: dict[str, float]):
 
 
 def test_register_promotes_only_when_thresholds_pass(tmp_path, model_dir) -> None:
-    from pipelines import register
+    from pipelines.register import stage as register
 
     config = _config(tmp_path, {"EasyVQA_TEST/Overall": 50.0})
     _fabricate_chain(config, model_dir, {"EasyVQA_TEST/Overall": 62.0, "EasyVQA_YORN/Overall": 40})
@@ -68,7 +67,7 @@ def test_register_promotes_only_when_thresholds_pass(tmp_path, model_dir) -> Non
     assert second["thresholds"] == [
         {"metric": "EasyVQA_TEST/Overall", "value": 62.0, "min": 90.0, "passed": False}
     ]
-    from pipelines.registry import load_registered_model
+    from pipelines.register import load_registered_model
 
     production = load_registered_model(
         "vlora-smoke", "production", config.mlflow_uri(), tmp_path / "p"
@@ -77,7 +76,7 @@ def test_register_promotes_only_when_thresholds_pass(tmp_path, model_dir) -> Non
 
 
 def test_threshold_errors_name_the_field(tmp_path, model_dir) -> None:
-    from pipelines import register
+    from pipelines.register import stage as register
 
     with pytest.raises(ValueError, match=r"registry\.thresholds: \['MME/perception'\]"):
         _config(tmp_path, {"MME/perception": 1000})

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipelines.registry import register_checkpoint, set_alias
+from pipelines.register import register_checkpoint, set_alias
 from pipelines.serve.config import ModelSettings
 from pipelines.serve.model_source import ModelSourceError, load_model, resolve_model
 from pipelines.serve.redeploy import (

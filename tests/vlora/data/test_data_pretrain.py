@@ -66,7 +66,7 @@ def test_feature_files_of_another_encoder_or_shape_are_rejected(tmp_path, write_
 def test_pretrain_rows_count_what_cannot_be_trained_on(
     byte_tokenizer, tmp_path, write_features
 ) -> None:
-    # `prepare_caption` decides, as in both passes of the Ray builder (pipelines/datasets.py).
+    # `prepare_caption` decides, as in both passes of the Ray builder (pipelines/training/datasets.py).
     captions0 = ["a red bus", "", "a cat " * 40, "two dogs"]
     written = write_features(tmp_path / "0.parquet", ["k0", "k1", "k2", "k3"], captions0, seed=0)
     written.update(write_features(tmp_path / "1.parquet", ["k4", "k5"], ["   ", "a boat"], seed=1))

@@ -19,8 +19,8 @@ import re
 from typing import Any
 
 from pipelines.config.download import EasyVQASft
-from pipelines.sources import easyvqa
-from pipelines.sources.easyvqa import ImageFacts, Question
+from pipelines.download import easyvqa
+from pipelines.download.easyvqa import ImageFacts, Question
 
 SPLIT = "train"
 SINGLE_WORD = "Answer the question using a single word or phrase."

@@ -4,7 +4,7 @@ Registers the model the eval stage evaluated (``artifacts["model"]``: the sft ex
 ``eval.checkpoint``) as a new version of ``registry.model_name`` with:
 
 - the checkpoint folder and a SHA-256 list of its files (the list's digest is a version tag;
-  ``pipelines.registry.load_registered_model`` verifies both when loading);
+  ``pipelines.register.load_registered_model`` verifies both when loading);
 - the pipeline config and the data lineage: key, fingerprint and manifest digest of every upstream
   stage back to download, so a version names exactly the data and runs it came from;
 - the eval metrics (run metrics and ``metric.*`` version tags) and the source commit.
@@ -110,7 +110,7 @@ def _local_model_dir(model_url: str, scratch: str) -> str:
 
 
 def run(config: PipelineConfig, force: bool = False) -> StageResult:
-    from pipelines.registry import register_checkpoint, set_alias
+    from pipelines.register import register_checkpoint, set_alias
 
     upstream = upstream_results(config, STAGE)
     evaluated = upstream["eval"]

@@ -5,8 +5,8 @@ file checksums; `load_registered_model` downloads a version by alias or number a
 any file differs from what was registered.
 """
 
-from pipelines.registry.checksums import ChecksumError, folder_checksums, verify_checksums
-from pipelines.registry.model_registry import (
+from pipelines.register.checksums import ChecksumError, folder_checksums, verify_checksums
+from pipelines.register.model_registry import (
     RegisteredVersion,
     load_registered_model,
     load_registered_vlora,

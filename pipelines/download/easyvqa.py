@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipelines.sources.loopback import canonical_url
+from pipelines.download.loopback import canonical_url
 
 SHAPES = ("circle", "rectangle", "triangle")
 PALETTE = {

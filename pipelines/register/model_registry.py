@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.mlflow_store import ensure_experiment
-from pipelines.registry.checksums import (
+from pipelines.register.checksums import (
     CHECKSUM_FILE,
     ChecksumError,
     checksums_json,

@@ -5,12 +5,12 @@ Runs the exported sft model (``artifacts["model"]`` of the sft stage), or the ch
 ScienceQA_TEST, HallusionBench, MMMU_DEV_VAL, CCBench, …, and the local EasyVQA_TEST /
 EasyVQA_YORN built from easy-vqa's test split) with batched greedy generation on Ray Data actors
 (GPU actors on a cluster, CPU here), and scores them with ``vlora.eval`` exactly as
-``vlora score`` does. Details: ``pipelines/evaluation/`` and docs/evaluation.md.
+``vlora score`` does. Details: ``pipelines/eval/`` and docs/evaluation.md.
 
 Checkpoint: with ``eval.checkpoint`` unset the stage reads the finished sft result (``UPSTREAM``)
 and its key includes sft's fingerprint. With ``eval.checkpoint`` set, the sft stage is neither
 needed nor read: the key holds the checkpoint's location and digest instead
-(``pipelines.evaluation.checkpoint``). ``UPSTREAM`` stays ``("sft",)`` for the chain;
+(``pipelines.eval.checkpoint``). ``UPSTREAM`` stays ``("sft",)`` for the chain;
 ``upstream_stages(config)`` says what this config really reads (``()`` with an explicit
 checkpoint), for callers that locate the stage's folder (``pipelines.core.chain.stage_dir`` must use
 it to find such a result; see docs/evaluation.md).
@@ -50,8 +50,8 @@ def upstream_stages(config: PipelineConfig) -> tuple[str, ...]:
 
 
 def key_config(config: PipelineConfig) -> dict[str, Any]:
-    from pipelines.evaluation.checkpoint import checkpoint_identity
-    from pipelines.evaluation.prepare import data_identity
+    from pipelines.eval.checkpoint import checkpoint_identity
+    from pipelines.eval.prepare import data_identity
 
     eval_config = config.eval
     settings = eval_config.model_dump(mode="json", exclude=_KEY_EXCLUDE | {"benchmarks"})
@@ -70,8 +70,8 @@ def key_config(config: PipelineConfig) -> dict[str, Any]:
 
 def _preflight(config: PipelineConfig) -> None:
     """Checks that need no model: checkpoint folder and benchmark paths exist."""
-    from pipelines.evaluation.checkpoint import checkpoint_manifest
-    from pipelines.evaluation.prepare import check_entry_paths
+    from pipelines.eval.checkpoint import checkpoint_manifest
+    from pipelines.eval.prepare import check_entry_paths
 
     check_entry_paths(config.eval)
     if config.eval.checkpoint:
@@ -79,8 +79,8 @@ def _preflight(config: PipelineConfig) -> None:
 
 
 def run(config: PipelineConfig, force: bool = False) -> StageResult:
-    from pipelines.evaluation.checkpoint import checkpoint_manifest
-    from pipelines.evaluation.runner import evaluate
+    from pipelines.eval.checkpoint import checkpoint_manifest
+    from pipelines.eval.runner import evaluate
 
     _preflight(config)
     upstream = upstream_results(config, STAGE)  # () with an explicit checkpoint

@@ -32,7 +32,7 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
     upstream = upstream_results(config, STAGE)
 
     def body(output_dir: str) -> dict:
-        from pipelines.datasets import pretrain_dataset_with_report
+        from pipelines.training.datasets import pretrain_dataset_with_report
         from pipelines.training.launcher import run_training
 
         ensure_ray(config.ray)

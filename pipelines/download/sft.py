@@ -17,8 +17,8 @@ from typing import Any
 
 from pipelines.config.download import EasyVQASft, LlavaSft, NoSft
 from pipelines.core import fs
-from pipelines.sources import easyvqa
-from pipelines.sources.capsfusion import select_rows
+from pipelines.download import easyvqa
+from pipelines.download.capsfusion import select_rows
 
 LISTED_IDS = 20  # ids listed per problem in the summary (the counts are complete)
 
@@ -89,7 +89,7 @@ def _write_json(url: str, records: list[Any]) -> None:
 
 
 def prepare_easyvqa(cfg: EasyVQASft, seed: int, folder: str) -> SftData:
-    from pipelines.sources.easyvqa_sft import SPLIT, build_conversations
+    from pipelines.download.easyvqa_sft import SPLIT, build_conversations
 
     records, ids, caption_counts = build_conversations(cfg, seed)
     images = fs.join(folder, "images")

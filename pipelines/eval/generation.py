@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from pipelines.config.eval import EvalConfig
 from pipelines.core.placement import NodeRecord
-from pipelines.evaluation.actor import GenerationActor
-from pipelines.evaluation.prepare import PreparedBenchmark, prompt_input
+from pipelines.eval.actor import GenerationActor
+from pipelines.eval.prepare import PreparedBenchmark, prompt_input
 
 logger = logging.getLogger(__name__)
 

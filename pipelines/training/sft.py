@@ -31,7 +31,7 @@ def run(config: PipelineConfig, force: bool = False) -> StageResult:
     upstream = upstream_results(config, STAGE)
 
     def body(output_dir: str) -> dict:
-        from pipelines.datasets import sft_dataset
+        from pipelines.training.datasets import sft_dataset
         from pipelines.training.launcher import run_training
 
         ensure_ray(config.ray)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.sources.loopback import canonical_url
+from pipelines.download.loopback import canonical_url
 
 URL_PREFIX = "skimage"
 # bundled file → skimage.data function whose docstring describes it

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.featurize.decode import DecodeError, decode_image
-from pipelines.featurize.units import Sample, WorkUnit, read_unit
-from pipelines.featurize.writer import UnitWriter
+from pipelines.core.verbosity import progress_bars_enabled
+from pipelines.features.decode import DecodeError, decode_image
+from pipelines.features.units import Sample, WorkUnit, read_unit
+from pipelines.features.writer import UnitWriter
 from vlora.config import VisionEncoderConfig
 
 Decoded = tuple[Sample, "torch.Tensor | DecodeError"]
@@ -37,7 +38,10 @@ def _batched(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
 
 
 def _progress(label: str, total: int | None) -> Any:
-    """A per-unit images bar rendered by the driver (Ray's tqdm), or None outside Ray."""
+    """A per-unit images bar rendered by the driver (Ray's tqdm) when the driver writes to a
+    terminal; None outside Ray or into a log file."""
+    if not progress_bars_enabled():
+        return None
     try:
         import ray
         from ray.experimental import tqdm_ray

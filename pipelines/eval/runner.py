@@ -23,10 +23,10 @@ from pipelines.config.eval import EvalConfig
 from pipelines.core import fs
 from pipelines.core.placement import NodeRecord, Placement
 from pipelines.core.ray_cluster import RayConfig, ensure_ray
-from pipelines.evaluation import outputs
-from pipelines.evaluation.generation import BenchmarkTiming, generate_all
-from pipelines.evaluation.prepare import PreparedBenchmark, prepare_all
-from pipelines.evaluation.report import flat_metrics, render_report
+from pipelines.eval import outputs
+from pipelines.eval.generation import BenchmarkTiming, generate_all
+from pipelines.eval.prepare import PreparedBenchmark, prepare_all
+from pipelines.eval.report import flat_metrics, render_report
 from vlora.eval.scoring import ScoringOptions, score_benchmark
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,9 @@ def evaluate(
     fs.write_json_atomic(fs.join(output_dir, "scores.json"), all_scores)
     report = render_report(all_scores, header, order)
     fs.write_bytes_atomic(fs.join(output_dir, "report.md"), report.encode("utf-8"))
-    print(report)
+    # the scores are logged per benchmark above and in the run's final report; the full report
+    # (paper comparison, counts) is the stage's artifact and this file
+    logger.info("[eval] report: %s", fs.join(output_dir, "report.md"))
     summary = {
         "checkpoint": checkpoint,
         "generated": [b.key for b in to_generate],

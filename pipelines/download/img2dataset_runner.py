@@ -1,4 +1,4 @@
-"""Run img2dataset in a child process: `python -m pipelines.sources.img2dataset_runner JOB_JSON`.
+"""Run img2dataset in a child process: `python -m pipelines.download.img2dataset_runner JOB_JSON`.
 
 Why a child process: img2dataset starts its workers with the `spawn` method, which re-imports
 the parent's `__main__`; without an `if __name__ == "__main__":` guard there (pytest, a Prefect
@@ -12,7 +12,7 @@ change, since every shard still ends in the shared output folder with its stats 
 
 Settings that are not optional here: `incremental_mode="incremental"` (its "overwrite" mode is
 broken), wandb off, output format webdataset with 5-digit shard names, `url`/`caption` columns
-as written by `pipelines.sources.capsfusion`. The parent shows a progress bar over shards by
+as written by `pipelines.download.capsfusion`. The parent shows a progress bar over shards by
 watching the `*_stats.json` files img2dataset writes when a shard is done.
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core import fs
+from pipelines.core.verbosity import progress_bars_enabled
 
 
 @dataclass
@@ -144,7 +145,11 @@ def run_img2dataset(job: Img2DatasetJob, log_path: Path, expected_shards: set[in
         )
         initial = len(done_shards(job.output_folder) & expected_shards)
         with tqdm(
-            total=len(expected_shards), initial=initial, unit="shard", desc="img2dataset"
+            total=len(expected_shards),
+            initial=initial,
+            unit="shard",
+            desc="img2dataset",
+            disable=not progress_bars_enabled(),
         ) as bar:
             try:
                 while process.poll() is None:
@@ -233,7 +238,7 @@ def main(argv: list[str]) -> int:
 
     apply_offline_defaults()
     job = Img2DatasetJob(**json.loads(argv[1]))
-    from pipelines.sources import strict_resizer
+    from pipelines.download import strict_resizer
 
     strict_resizer.install()
     if job.distributor == "ray":

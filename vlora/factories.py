@@ -16,7 +16,7 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
-class Registry(Generic[T]):
+class NamedFactories(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._factories: dict[str, Callable[[], T]] = {}

@@ -26,14 +26,15 @@ import pyarrow.parquet as pq
 
 from pipelines.config.download import LlavaPretrainSource
 from pipelines.core import fs
-from pipelines.sources.capsfusion import (
+from pipelines.core.verbosity import progress_bars_enabled
+from pipelines.download.capsfusion import (
     PreparedSource,
     load_prepared,
     prepare_from_batches,
     read_chunks,
     select_rows,
 )
-from pipelines.sources.shard_stats import SUCCESS, shard_name, stats_path
+from pipelines.download.shard_stats import SUCCESS, shard_name, stats_path
 
 KEPT_COLUMNS = ["blip_caption", "llava_id"]
 
@@ -196,7 +197,13 @@ def write_local_shards(
     started = time.perf_counter()
     shard_rows = prepared.shard_rows(per_shard)
     shard_id = 0
-    with tqdm(total=len(shard_rows), initial=len(skip), unit="shard", desc="llava-pretrain") as bar:
+    with tqdm(
+        total=len(shard_rows),
+        initial=len(skip),
+        unit="shard",
+        desc="llava-pretrain",
+        disable=not progress_bars_enabled(),
+    ) as bar:
         for table in read_chunks(prepared):
             for offset in range(0, table.num_rows, per_shard):
                 if shard_id not in skip:

@@ -1,4 +1,4 @@
-"""The eval stage's pieces (``pipelines/eval.py`` is the stage):
+"""The eval stage's pieces (``pipelines/eval/stage.py`` is the stage):
 
 * ``prepare``: benchmark data → validated, limited tables and prompt strings (no model);
 * ``actor`` / ``generation``: batched greedy generation on a Ray Data actor pool;

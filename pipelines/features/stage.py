@@ -32,7 +32,7 @@ never batch sizes, actor counts or threads.
 How (Ray Data): `from_items(pending units)` → `map_batches(EncoderActor)` on a fixed actor pool
 (`num_actors`, each with `cpus_per_actor` CPUs, `gpus_per_actor` GPUs), one unit per call.
 The actor streams the unit's samples, decodes them in a thread pool a few batches ahead of the
-encoder and writes the unit's file itself (featurize/actor.py). Decoding lives in the actor,
+encoder and writes the unit's file itself (`actor.py`). Decoding lives in the actor,
 not in separate Ray Data map tasks, on purpose: the output is one atomic file per shard, so one
 shard's rows must meet in one place; with decode tasks upstream of the pool a shard's batches
 land on different actors, and getting them back into one file needs either the driver
@@ -60,8 +60,8 @@ from pipelines.core.chain import upstream_results
 from pipelines.core.placement import NodeRecord, Placement
 from pipelines.core.ray_cluster import ensure_ray
 from pipelines.core.stage import StageResult, run_stage
-from pipelines.featurize.units import WorkUnit, pretrain_units, sft_units
-from pipelines.featurize.writer import finished_unit, stale_temp_files
+from pipelines.features.units import WorkUnit, pretrain_units, sft_units
+from pipelines.features.writer import finished_unit, stale_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def encode_units(
     """
     import ray.data
 
-    from pipelines.featurize.actor import EncoderActor
+    from pipelines.features.actor import EncoderActor
 
     ensure_ray(config.ray)
     features = config.features

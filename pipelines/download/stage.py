@@ -60,7 +60,7 @@ from pipelines.core import fs
 from pipelines.core.chain import upstream_results
 from pipelines.core.ray_cluster import RayConfig
 from pipelines.core.stage import StageResult, run_stage
-from pipelines.sources.capsfusion import (
+from pipelines.download.capsfusion import (
     PreparedSource,
     load_prepared,
     prepare_capsfusion,
@@ -68,9 +68,9 @@ from pipelines.sources.capsfusion import (
     read_chunks,
     select_rows,
 )
-from pipelines.sources.report import DownloadFailedError, check_failures, format_report
-from pipelines.sources.sft import prepare_sft
-from pipelines.sources.shard_stats import stats_path, summarize_shards, validate_shard
+from pipelines.download.report import DownloadFailedError, check_failures, format_report
+from pipelines.download.sft import prepare_sft
+from pipelines.download.shard_stats import stats_path, summarize_shards, validate_shard
 
 STAGE = "download"
 UPSTREAM: tuple[str, ...] = ()
@@ -112,14 +112,14 @@ def prepare_source(cfg: DownloadConfig, folder: str) -> tuple[PreparedSource, di
         prepared = prepare_capsfusion(source, cfg.samples, cfg.seed, cfg.input_chunk_rows, folder)
         return prepared, {}
     if isinstance(source, LlavaPretrainSource):
-        from pipelines.sources.llava_pretrain import prepare_llava_pretrain
+        from pipelines.download.llava_pretrain import prepare_llava_pretrain
 
         prepared = prepare_llava_pretrain(
             source, cfg.samples, cfg.seed, cfg.input_chunk_rows, folder
         )
         return prepared, {}
     if isinstance(source, EasyVQASource):
-        from pipelines.sources import easyvqa
+        from pipelines.download import easyvqa
 
         served = dict(easyvqa.served_folders("train"))
         ids = list(easyvqa.image_ids("train"))
@@ -128,7 +128,7 @@ def prepare_source(cfg: DownloadConfig, folder: str) -> tuple[PreparedSource, di
         available = len(ids)
     else:
         assert isinstance(source, SkimagePhotosSource)
-        from pipelines.sources import skimage_photos
+        from pipelines.download import skimage_photos
 
         served = dict(skimage_photos.served_folders())
         full = skimage_photos.url_table()
@@ -174,7 +174,7 @@ def _loopback_source(
 def shard_placement(output_dir: str, shard_ids: list[int]) -> dict[str, Any] | None:
     """Where the Ray tasks of `shard_ids` ran (distributor ray), from every pass's records."""
     from pipelines.core.placement import NodeRecord, Placement
-    from pipelines.sources.img2dataset_runner import read_placement
+    from pipelines.download.img2dataset_runner import read_placement
 
     folder = fs.join(output_dir, PLACEMENT_DIR)
     if not fs.exists(folder):
@@ -193,7 +193,7 @@ def _live_chunks(prepared: PreparedSource, folder: str, base_url: str) -> str:
     """Rewrite the canonical loopback URLs to this run's server (ports are ephemeral)."""
     import pyarrow as pa
 
-    from pipelines.sources.loopback import live_url
+    from pipelines.download.loopback import live_url
 
     for url, table in zip(prepared.chunks, read_chunks(prepared), strict=True):
         live = [live_url(u, base_url) for u in table.column("url").to_pylist()]
@@ -223,8 +223,8 @@ def _one_pass(
 ) -> float:
     """Write the shards not in `done`; seconds taken."""
     if isinstance(cfg.pretrain, LlavaPretrainSource):
-        from pipelines.sources.llava_pretrain import write_local_shards
-        from pipelines.sources.strict_resizer import StrictResizer
+        from pipelines.download.llava_pretrain import write_local_shards
+        from pipelines.download.strict_resizer import StrictResizer
 
         resizer = StrictResizer(
             image_size=cfg.image_size,
@@ -237,12 +237,12 @@ def _one_pass(
             prepared, shards_dir, cfg.number_sample_per_shard, resizer, cfg.threads, done
         )
 
-    from pipelines.sources.img2dataset_runner import (
+    from pipelines.download.img2dataset_runner import (
         Img2DatasetJob,
         ray_distributor_address,
         run_img2dataset,
     )
-    from pipelines.sources.loopback import LoopbackImageServer
+    from pipelines.download.loopback import LoopbackImageServer
 
     ray_address = placement_url = None
     if cfg.distributor == "ray":
