@@ -15,15 +15,19 @@ import time
 from pathlib import Path
 
 from flows.artifacts import resume_note
+from pipelines.core import fs
 from pipelines.core.machine import describe, snapshot
 from pipelines.core.signals import unwind_on_sigterm
 from pipelines.core.verbosity import configure_console_logging, set_verbosity
+from vlora.offline.cache import vlora_cache_dir
 from vlora.utils.env import apply_offline_defaults
 
 
 def _prefect_defaults(workdir: str) -> None:
-    # A project-local Prefect home keeps the user's own Prefect profile untouched.
-    os.environ.setdefault("PREFECT_HOME", str(Path(workdir).resolve().parent / ".prefect"))
+    # A project-local Prefect home keeps the user's own Prefect profile untouched; beside a
+    # local workdir, or in the vlora cache for a remote one (an s3:// URL is not a folder here).
+    home = Path(workdir).resolve().parent if fs.is_local(workdir) else vlora_cache_dir()
+    os.environ.setdefault("PREFECT_HOME", str(home / ".prefect"))
     # Prefect's ephemeral API opens a SQLite file there and cannot create the folder itself
     # (a fresh clone has no runs/ yet).
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,16 @@ from fsspec.implementations.local import LocalFileSystem
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path within it) for a local path or any fsspec URL."""
+    """(filesystem, path within it) for a local path or any fsspec URL.
+
+    An object store is opened without fsspec's listings cache: other processes (Ray tasks on
+    other nodes, the img2dataset child) write the files this process checks, and a listing
+    cached before they wrote made `exists` deny a file that was there (a finished download
+    shard was taken for a missing one and downloaded again, then failed the stage).
+    """
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol in OBJECT_STORE_PROTOCOLS:
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
     fs, path = fsspec.core.url_to_fs(url)
     return fs, path
 

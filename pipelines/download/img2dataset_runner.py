@@ -196,12 +196,13 @@ def ray_distributor_address(ray_config: Any, loopback_source: str | None) -> str
 def recording_ray_distributor(placement_url: str | None):
     """img2dataset's ray distributor (one task of 1 CPU per shard), recording each shard's node
     and outcome. A task whose node is lost is retried elsewhere (Ray's max_retries); a shard that
-    still fails is recorded and left to the stage's shard check, which redoes it."""
+    still fails is recorded and left to the stage's shard check, which redoes it. The tasks are
+    spread over the nodes (SPREAD): a download is bound by each node's network, not its CPUs."""
     import ray
 
     from pipelines.core.placement import this_node
 
-    @ray.remote(num_cpus=1, max_retries=3)
+    @ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")
     def download_shard(downloader: Any, shard: Any) -> tuple[bool, dict]:
         ok, _ = downloader(shard)
         return ok, this_node().model_dump()
@@ -222,6 +223,7 @@ def recording_ray_distributor(placement_url: str | None):
         finally:
             if placement_url:
                 fs.write_json_atomic(placement_url, {str(k): v for k, v in records.items()})
+                print(f"img2dataset: where {len(records)} shards ran: {placement_url}", flush=True)
 
     return distributor
 
@@ -256,9 +258,13 @@ def main(argv: list[str]) -> int:
             f"({ray.cluster_resources().get('CPU', 0):g} CPUs)",
             flush=True,
         )
-        import img2dataset.main
+        import importlib
 
-        img2dataset.main.ray_distributor = recording_ray_distributor(job.placement_url)
+        # the module, not `img2dataset.main`: the package re-exports a function `main` under
+        # that name, and patching the function's attribute left img2dataset's own distributor
+        # in place (no shard placement was ever recorded)
+        i2d_main = importlib.import_module("img2dataset.main")
+        i2d_main.ray_distributor = recording_ray_distributor(job.placement_url)
     from img2dataset import download
 
     download(**job.download_kwargs())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,17 @@ def local_copy(url: str) -> str:
     target = vlora_cache_dir() / "remote" / hashlib.sha256(url.encode()).hexdigest()[:16]
     if not (target / "vlora_config.json").is_file():
         filesystem, path = fs.filesystem(url)
+        root = path.rstrip("/")
+        # file by file to its relative path: fsspec's recursive `get` into an existing folder
+        # nests the source folder inside it (tmp/model/…), and the copy had no config on top
+        files = filesystem.find(root)
+        if not files:
+            raise FileNotFoundError(f"no files under '{url}'")
+        if target.exists():  # a copy without its config on top: incomplete or mis-laid, redo
+            shutil.rmtree(target)
         with atomic_directory(target) as tmp:
-            filesystem.get(path, str(tmp), recursive=True)
+            for remote in files:
+                local = tmp / remote[len(root) :].lstrip("/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                filesystem.get_file(remote, str(local))
     return str(target)

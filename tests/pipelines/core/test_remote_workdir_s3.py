@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from pathlib import Path
 
 import fsspec.config
 import pytest
@@ -95,3 +96,39 @@ def test_stage_runner_caches_and_forces_on_s3(bucket) -> None:
     filesystem, path = fs.filesystem(forced.output_dir)
     parts = sorted(p.rsplit("/", 1)[-1] for p in filesystem.ls(path, refresh=True))
     assert parts == [MANIFEST, "part-3.json"]
+
+
+def test_a_file_another_process_wrote_is_seen_after_a_listing(bucket, s3_endpoint) -> None:
+    """Another writer (here boto3, as a Ray task on another node would be) adds a file to a
+    folder this process listed before: `exists` and listings see it (no stale listing cache)."""
+    import boto3
+
+    folder = fs.join(bucket, "shards")
+    fs.write_json_atomic(fs.join(folder, "00000_stats.json"), {"ok": True})
+    filesystem, path = fs.filesystem(folder)
+    assert [p.rsplit("/", 1)[-1] for p in filesystem.ls(path)] == ["00000_stats.json"]
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(
+        Bucket=bucket.removeprefix("s3://"), Key="shards/00001_stats.json", Body=b"{}"
+    )
+    assert fs.exists(fs.join(folder, "00001_stats.json"))
+    filesystem, path = fs.filesystem(folder)
+    assert len(filesystem.ls(path)) == 2
+
+
+def test_local_copy_of_a_remote_checkpoint_keeps_its_layout(bucket, tmp_path, monkeypatch) -> None:
+    """SFT on a cluster starts from the pre-training export in object storage: the local copy
+    has the checkpoint's files at its top (not nested in a folder named after the source)."""
+    from pipelines.training.export import local_copy
+
+    monkeypatch.setenv("VLORA_CACHE_DIR", str(tmp_path / "cache"))
+    export = fs.join(bucket, "pretrain", "abc", "model")
+    fs.write_json_atomic(fs.join(export, "vlora_config.json"), {"kind": "vlora"})
+    fs.write_json_atomic(fs.join(export, "generator", "weights.json"), {"w": [1, 2]})
+    copy = Path(local_copy(export))
+    found = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
+    assert found == ["generator/weights.json", "vlora_config.json"]
+    assert local_copy(export) == str(copy)  # cached: the second call downloads nothing
+    (copy / "vlora_config.json").unlink()  # a copy without its config (an older, nested one)
+    assert (Path(local_copy(export)) / "vlora_config.json").is_file()  # is made again
+    with pytest.raises(FileNotFoundError, match="no files under"):
+        local_copy(fs.join(bucket, "missing"))
