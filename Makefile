@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast test-slow lint format
+.PHONY: setup run test test-fast test-slow test-cluster lint format
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +31,10 @@ test-fast: setup
 
 test-slow: setup
 	$(PY) -m pytest -m "slow or e2e"
+
+# the multi-node cluster tests alone (also marked slow: `make test` runs them)
+test-cluster: setup
+	$(PY) -m pytest -m cluster
 
 lint: setup
 	.venv/bin/ruff check .

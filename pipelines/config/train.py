@@ -113,6 +113,12 @@ class TrainConfig(StageConfig):
         description="Where Ray Train keeps checkpoints (local folder, NFS or any pyarrow/fsspec "
         "URL); None = inside the stage's output directory.",
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        default="PACK",
+        description="How Ray places the workers: PACK fills a node first (fastest collectives); "
+        "SPREAD puts them on different nodes where it can, STRICT_SPREAD always (fails if "
+        "there are fewer nodes than workers), so that losing one node loses one worker.",
+    )
     max_failures: int = Field(
         default=3, ge=-1, description="Worker-group restarts from the latest checkpoint (-1: ∞)."
     )
@@ -153,6 +159,7 @@ TRAIN_KEY_EXCLUDE = {
     "keep_checkpoints",
     "report_every_steps",
     "storage_path",
+    "placement_strategy",
     "max_failures",
     "chaos_kill_at_step",
 }

@@ -140,7 +140,10 @@ def run_training(
         train_loop_per_worker,
         train_loop_config=plan.model_dump(mode="json"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=plan.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=plan.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=train.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=phase,
