@@ -112,6 +112,21 @@ def test_lmms_generate_until_with_factory_and_stop_strings() -> None:
         adapter.loglikelihood([request])
 
 
+def make_generate_fn_on(device: str = "auto") -> Callable[[str, Image.Image | None], str]:
+    """A factory with a ``device`` argument, like ``vlora.eval.generate_fn.make_generate_fn``."""
+    return lambda prompt, image: device
+
+
+def test_lmms_device_goes_to_a_factory_that_takes_it() -> None:
+    # lmms-eval's --device (and a device= in --model_args) arrive as the adapter's own argument
+    on_cpu = VLoRALmms(factory=f"{__name__}:make_generate_fn_on", device="cpu")
+    assert on_cpu.generate_fn("Q", None) == "cpu"
+    assert VLoRALmms(factory=f"{__name__}:make_generate_fn_on").generate_fn("Q", None) == "auto"
+    # a factory without one is called as before
+    plain = VLoRALmms(factory=f"{__name__}:make_generate_fn", answer="A", device="cpu")
+    assert plain.generate_fn("Q", None) == "A</s>ignored"
+
+
 def test_lmms_prompt_places_one_image_token() -> None:
     seen: list[tuple[str, object]] = []
     adapter = VLoRALmms(generate_fn=lambda prompt, image: seen.append((prompt, image)) or "A")

@@ -22,13 +22,18 @@ Run it programmatically::
         batch_size=1,
     )
 
-or from the command line after registering the class, either with :func:`register_with_lmms_eval`
-in a launcher script or through the entry-point group ``lmms_eval.models`` in ``pyproject.toml``
-(``vlora = "vlora.eval.adapters.lmms_eval:VLoRALmms"``)::
+or from the command line: installing this package registers the model name ``vlora`` through the
+entry-point group ``lmms_eval.models`` in ``pyproject.toml``, which points at
+:func:`lmms_eval_manifest` (lmms-eval >= 0.7 wants a ``ModelManifest`` there, not the class);
+:func:`register_with_lmms_eval` does the same from a launcher script::
 
     python -m lmms_eval --model vlora \\
         --model_args factory=vlora.eval.generate_fn:make_generate_fn,checkpoint=/ckpt \\
         --tasks mme,mmbench_en_dev,scienceqa_img,mmmu_val --batch_size 1 --output_path out/
+
+The pinned lmms-eval (``requirements/no-deps.txt``) is run this way by the slow test
+``tests/vlora/eval/test_lmms_eval_real.py``. With the locked filelock 4, building the adapter also
+calls :func:`skip_filelock3_workaround` (see there).
 
 Note: lmms-eval scores HallusionBench with a GPT-4 judge and MMBench with a GPT judge unless the
 ``*_static`` variants are used; score the same predictions with ``vlora score`` for judge-free
@@ -37,6 +42,9 @@ VLMEvalKit-style numbers.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,6 +53,7 @@ from PIL import Image
 from vlora.eval.adapters.common import (
     GenerateFn,
     PromptFormat,
+    load_factory,
     load_image,
     render_prompt,
     resolve_generate_fn,
@@ -58,6 +67,45 @@ try:
 except Exception:  # not installed, or its heavy imports fail: stay importable
     _LmmsBase = object  # type: ignore[assignment,misc]
     LMMS_EVAL_AVAILABLE = False
+
+
+def skip_filelock3_workaround() -> bool:
+    """Keep lmms-eval's filelock-3 patch from stopping a run on filelock 4; True if it was skipped.
+
+    ``lmms_eval.evaluator.simple_evaluate`` (0.7.x) first calls ``_enable_reentrant_filelocks``,
+    which imports ``filelock._api`` to wrap ``FileLockMeta.__call__`` (a cure for a deadlock between
+    the lock caches of ``datasets`` and of filelock 3.16+). filelock 4, the version pinned in
+    ``requirements/constraints.lock.txt``, has no ``filelock._api``, so every evaluation would stop
+    with ``ModuleNotFoundError`` before the first request. Where that module is missing, this sets
+    the patch's own ``_patched`` flag, so the run goes on with filelock 4's locks; elsewhere it
+    changes nothing. :class:`VLoRALmms` calls it when built, which the CLI and ``simple_evaluate``
+    do before the patch runs; it acts only once ``lmms_eval.evaluator`` is imported (building the
+    adapter does not import the evaluator itself).
+    """
+    evaluator = sys.modules.get("lmms_eval.evaluator")
+    patch = getattr(evaluator, "_enable_reentrant_filelocks", None)
+    if patch is None or getattr(patch, "_patched", False):
+        return False
+    try:
+        if importlib.util.find_spec("filelock._api") is not None:
+            return False
+    except ImportError:  # filelock itself missing: the patch would fail on it too
+        pass
+    patch._patched = True
+    return True
+
+
+def _takes_keyword(function: Any, name: str) -> bool:
+    """Whether ``function`` accepts the keyword argument ``name`` (or any, via ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature: do not guess
+        return False
+    return any(
+        (p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        or p.kind == p.VAR_KEYWORD
+        for p in parameters
+    )
 
 
 def _first_image(visuals: Any) -> Image.Image | None:
@@ -94,8 +142,11 @@ class VLoRALmms(_LmmsBase):  # type: ignore[misc,valid-type]
             ``vlora.eval.adapters.common``); extra keyword arguments go to the factory.
         prompt_format: ``"conversation"`` (default), ``"user"`` or ``"content"``.
         wrapping: ``"lmms-eval"`` (default, like lmms-eval's llava) or a VLMEvalKit wrapping.
-        batch_size, max_batch_size, device: accepted because lmms-eval passes them; requests are
+        batch_size, max_batch_size: accepted because lmms-eval passes them; requests are
             generated one by one (batching belongs to the generate function).
+        device: lmms-eval's ``--device`` or a ``device=`` in ``--model_args`` (both arrive here,
+            not in ``factory_kwargs``); handed on to a factory that takes a ``device`` argument
+            (``make_generate_fn`` does), ignored otherwise.
     """
 
     is_simple = True
@@ -115,8 +166,17 @@ class VLoRALmms(_LmmsBase):  # type: ignore[misc,valid-type]
     ) -> None:
         if LMMS_EVAL_AVAILABLE:
             super().__init__()
+            skip_filelock3_workaround()
         if not hasattr(self, "task_dict"):
             self.task_dict: dict[str, Any] = {}
+        if (
+            device is not None
+            and factory is not None
+            and generate_fn is None
+            and model is None
+            and _takes_keyword(load_factory(factory), "device")
+        ):
+            factory_kwargs = {**factory_kwargs, "device": device}
         self.generate_fn = resolve_generate_fn(generate_fn, model, factory, factory_kwargs)
         self.prompt_format: PromptFormat = prompt_format
         self.wrapping: PromptWrapping = wrapping
@@ -146,10 +206,32 @@ class VLoRALmms(_LmmsBase):  # type: ignore[misc,valid-type]
         raise NotImplementedError("the VLoRA lmms-eval adapter does not support multi-round tasks")
 
 
+def lmms_eval_manifest(name: str = "vlora") -> Any:
+    """The ``ModelManifest`` that names :class:`VLoRALmms` as the simple model ``name``.
+
+    This is what the ``lmms_eval.models`` entry point in ``pyproject.toml`` points at: lmms-eval
+    (>= 0.7, ``lmms_eval.models.registry_v2``) loads each entry point of that group and, when the
+    object is callable, calls it with no arguments and expects a manifest back. Pointing the entry
+    point at the class itself would call ``VLoRALmms()`` there, which fails (no model given) and
+    makes lmms-eval drop every plugin model with a warning.
+    """
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id=name, simple_class_path=f"{__name__}.{VLoRALmms.__name__}")
+
+
 def register_with_lmms_eval(name: str = "vlora") -> None:
-    """Register :class:`VLoRALmms` under ``name`` in lmms-eval's model registry (needs lmms-eval)."""
+    """Register :class:`VLoRALmms` under ``name`` in lmms-eval's model registry (needs lmms-eval).
+
+    Only needed where the package is not installed (no entry point), e.g. in a launcher script.
+    """
     if not LMMS_EVAL_AVAILABLE:
         raise RuntimeError("lmms-eval is not installed")
-    from lmms_eval.api.registry import register_model
+    try:
+        from lmms_eval.models import MODEL_REGISTRY_V2
+    except ImportError:  # lmms-eval < 0.7: one flat registry, filled by @register_model
+        from lmms_eval.api.registry import register_model
 
-    register_model(name)(VLoRALmms)
+        register_model(name)(VLoRALmms)
+        return
+    MODEL_REGISTRY_V2.register_manifest(lmms_eval_manifest(name), overwrite=True)
