@@ -20,6 +20,14 @@ max 400), the stages' wall seconds, the last pre-training loss. Beside them:
 * the goal: VLoRA within 2 points of the baseline's mean at no more than half its training
   time, or above the baseline at equal time.
 
+Every finished run is also saved as one small record (`results/accuracy_for_cost_runs/ARM-seedN.json`:
+its scores, per-image hits for the bootstrap, seconds, stage keys, the commit it was reported at).
+A run missing from the workdir is taken from its saved record when the record's command is the
+one the grid gives now, so a grid too long for one sitting (each run is 20–35 minutes on 2
+cores) is completed over several, on machines whose workdirs do not survive. `report --partial`
+writes the runs that exist and lists the missing ones with their commands; without it a missing
+run is an error.
+
 The Markdown and the plot are drawn by benchmarks/accuracy_for_cost_report.py.
 """
 
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
 import shlex
@@ -46,6 +55,7 @@ from benchmarks.results_io import DEFAULT_OUT, write_results
 from vlora.utils.env import apply_offline_defaults
 
 NAME = "accuracy_for_cost"
+RUNS_DIR = f"{NAME}_runs"  # one saved record per finished run, beside the results
 GRID_FILE = Path(__file__).with_name(f"{NAME}.yaml")
 STAGES = ("download", "features", "pretrain", "sft", "eval")
 BOOTSTRAP_SAMPLES = 2000
@@ -270,11 +280,13 @@ def run_record(grid: Grid, arm_name: str, seed: int) -> dict[str, Any]:
             p: results[p].summary.get("global_batch_size") for p in ("pretrain", "sft")
         },
         "result_dirs": {stage: r.output_dir for stage, r in results.items()},
+        "stage_keys": {stage: r.key for stage, r in results.items()},
+        "eval_finished_at": results["eval"].finished_at,
         "cost": prefill_cost(config),
         # kept out of the JSON (large); used for the bootstrap and the references
         "_test_by_image": test_hits_by_image(test_rows, test_predictions),
         "_yorn_by_image": yorn_score_by_image(yorn_rows, yorn_predictions),
-        "_test_rows": test_rows,
+        "_no_image_references": no_image_references(test_rows),
     }
 
 
@@ -299,6 +311,87 @@ def prefill_cost(config: Any, text_tokens: int = 32) -> dict[str, Any]:
     else:
         gflop = input_space_flops(d, h, text_tokens, visual) / 1e9
     return {"text_tokens": text_tokens, "visual_tokens": visual, "llm_prefill_gflop": gflop}
+
+
+# ----- saved run records ------------------------------------------------------------------------
+def record_path(out: str | Path, arm_name: str, seed: int) -> Path:
+    return Path(out) / RUNS_DIR / f"{arm_name}-seed{seed}.json"
+
+
+def _commit() -> str:
+    """HEAD of this checkout, `+dirty` when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}+dirty" if dirty else head or "unknown"
+
+
+def save_record(run: dict[str, Any], out: str | Path) -> Path:
+    """Write one finished run's record (atomic): everything the report reads of it."""
+    record = {k: v for k, v in run.items() if not k.startswith("_")}
+    record["test_by_image"] = run["_test_by_image"]
+    record["yorn_by_image"] = run["_yorn_by_image"]
+    record["no_image_references"] = run["_no_image_references"]
+    record.setdefault("reported_at_commit", _commit())
+    path = record_path(out, run["arm"], run["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_record(grid: Grid, arm_name: str, seed: int, out: str | Path) -> dict[str, Any] | None:
+    """The saved record of (arm, seed) if it was made by the command the grid gives now."""
+    path = record_path(out, arm_name, seed)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("command") != flows_command(grid, grid.arms[arm_name], seed):
+        return None  # the arm's overrides changed since: that run is not this one
+    run = {k: v for k, v in record.items() if k not in ("test_by_image", "yorn_by_image")}
+    run.pop("no_image_references", None)
+    run["_test_by_image"] = record["test_by_image"]
+    run["_yorn_by_image"] = record["yorn_by_image"]
+    run["_no_image_references"] = record["no_image_references"]
+    run["source"] = "saved record"
+    return run
+
+
+def collect_runs(
+    grid: Grid, out: str | Path
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Every (arm, seed) from the workdir (and saved), else from its saved record; and the
+    missing ones, each naming the command that produces it."""
+    runs_by_arm: dict[str, list[dict[str, Any]]] = {}
+    missing = []
+    for arm_name in grid.arms:
+        for seed in grid.seeds:
+            try:
+                run = run_record(grid, arm_name, seed)
+                run["source"] = "workdir"
+                run["reported_at_commit"] = _commit()
+                save_record(run, out)
+            except RunNotFinishedError as err:
+                run = load_record(grid, arm_name, seed, out)
+                if run is None:
+                    command = flows_command(grid, grid.arms[arm_name], seed)
+                    missing.append(
+                        {"arm": arm_name, "seed": seed, "reason": str(err), "command": command}
+                    )
+                    continue
+            runs_by_arm.setdefault(arm_name, []).append(run)
+    return runs_by_arm, missing
 
 
 # ----- arms, sampling error, goal --------------------------------------------------------------
@@ -399,24 +492,22 @@ def goal(arms: dict[str, dict[str, Any]], grid: Grid) -> dict[str, Any]:
 
 
 # ----- report ----------------------------------------------------------------------------------
-def report(grid: Grid, out: str | Path) -> dict[str, Any]:
-    runs_by_arm: dict[str, list[dict[str, Any]]] = {}
-    missing = []
-    for arm_name in grid.arms:
-        for seed in grid.seeds:
-            try:
-                runs_by_arm.setdefault(arm_name, []).append(run_record(grid, arm_name, seed))
-            except RunNotFinishedError as err:
-                missing.append(str(err))
-    if missing:
-        raise RunNotFinishedError("; ".join(missing))
+def report(grid: Grid, out: str | Path, partial: bool = False) -> dict[str, Any]:
+    runs_by_arm, missing = collect_runs(grid, out)
+    reasons = "; ".join(m["reason"] for m in missing)
+    if missing and not partial:
+        raise RunNotFinishedError(reasons)
+    if not runs_by_arm:
+        raise RunNotFinishedError(f"no finished run: {reasons}")
     arms = {name: arm_summary(runs) for name, runs in runs_by_arm.items()}
-    baselines = [n for n, a in grid.arms.items() if a.design == "input_space"]
-    pairs = [(n, b) for n, a in grid.arms.items() if a.design == "vlora" for b in baselines]
+    baselines = [n for n in arms if grid.arms[n].design == "input_space"]
+    pairs = [(n, b) for n in arms if grid.arms[n].design == "vlora" for b in baselines]
     first = next(iter(runs_by_arm.values()))[0]
     result = {
         "benchmark": NAME,
         "grid": grid.model_dump(),
+        "complete": not missing,
+        "missing": missing,
         "arms": arms,
         "runs": [
             {k: v for k, v in r.items() if not k.startswith("_")}
@@ -424,7 +515,7 @@ def report(grid: Grid, out: str | Path) -> dict[str, Any]:
             for r in runs
         ],
         "sampling_error": sampling_error(runs_by_arm, pairs),
-        "no_image_references": no_image_references(first["_test_rows"]),
+        "no_image_references": first["_no_image_references"],
         "goal": goal(arms, grid),
     }
     text = accuracy_for_cost_report.markdown(result)
@@ -466,6 +557,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", nargs="*", help="run: only these arms")
     p.add_argument("--seeds", nargs="*", type=int, help="run: only these seeds")
     p.add_argument("--dry-run", action="store_true", help="run: print the commands only")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="report: write the finished runs and list the missing ones (default: an error)",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT))
     return p.parse_args(argv)
 
@@ -478,7 +574,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         run_grid(grid, args.arms, args.seeds, args.dry_run)
         return None
     try:
-        return report(grid, args.out)
+        return report(grid, args.out, partial=args.partial)
     except RunNotFinishedError as err:
         raise SystemExit(f"error: {err}") from None
 

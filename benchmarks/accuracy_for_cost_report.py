@@ -83,6 +83,7 @@ def markdown(result: dict[str, Any]) -> str:
             r["train_seconds"],
             r["train_cpu_seconds"],
             r["pretrain_loss_last"],
+            f"{r.get('source', 'workdir')} @ {r.get('reported_at_commit', '?')}",
         ]
         for r in result["runs"]
     ]
@@ -97,9 +98,21 @@ def markdown(result: dict[str, Any]) -> str:
         for pair, d in error["differences"].items()
     )
     commands = "\n".join(f"    {r['command']}" for r in result["runs"])
+    missing = result.get("missing", [])
+    status = (
+        [
+            f"**Partial: {len(result['runs'])} of {len(grid['arms']) * len(grid['seeds'])} runs "
+            "of the grid have finished**; means and goals below are over the finished runs "
+            "only. Not yet run (`python -m benchmarks.accuracy_for_cost run` produces them):\n\n"
+            + "\n".join(f"- {m['arm']} seed {m['seed']}: `{m['command']}`" for m in missing)
+        ]
+        if missing
+        else []
+    )
     return "\n\n".join(
         [
             "# Accuracy for cost: VLoRA vs the input-space baseline (local default)",
+            *status,
             f"Config `{grid['config']}`, workdir `{grid['workdir']}`, seeds {grid['seeds']}; "
             "each arm's runs differ only in `seed` (initialisation and data order).",
             md_table(headers, rows),
@@ -107,7 +120,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"Sampling error of the evaluated images (bootstrap over {error['images'][TEST]} "
             f"test images, {error['bootstrap_samples']} resamples): ±{error['easyvqa_test_run_se']} "
             f"points for one run's EasyVQA_TEST; for the difference of two arms' means on the "
-            f"same images: {diffs}. The seed spread above is the larger source of variation.",
+            f"same images: {diffs}. "
+            + (
+                "Compare it with the seed spread above."
+                if any(a["easyvqa_test"]["n"] > 1 for a in arms.values())
+                else "Every arm has one run so far: the seed spread, measured before as "
+                "several points, is not in these numbers yet."
+            ),
             "Without the image: each category's most frequent answer scores "
             f"{_cats(refs['category_majority'])}; answering each question by the majority "
             "answer of its phrasing in easy-vqa's train split (the question alone) scores "
@@ -124,6 +143,7 @@ def markdown(result: dict[str, Any]) -> str:
                     "train s (wall)",
                     "train CPU s",
                     "last pretrain loss",
+                    "from @ commit",
                 ],
                 run_rows,
             ),

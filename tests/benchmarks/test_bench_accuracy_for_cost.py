@@ -166,7 +166,44 @@ def test_unfinished_run_names_arm_seed_stage_and_command(tmp_path: Path) -> None
     with pytest.raises(SystemExit, match=r"arm 'input_space' seed 2: no finished 'sft'") as err:
         afc.main(["report", "--grid", str(_write(grid, tmp_path)), "--out", str(tmp_path / "o")])
     assert "--set seed=2" in str(err.value) and "arm 'vlora' seed 2" in str(err.value)
-    assert not (tmp_path / "o").exists()  # nothing written for an unfinished comparison
+    # no comparison is written for an unfinished grid, but the finished runs are saved
+    assert not (tmp_path / "o" / "accuracy_for_cost.json").exists()
+    saved = sorted(p.name for p in (tmp_path / "o" / afc.RUNS_DIR).iterdir())
+    assert saved == sorted(f"{arm}-seed{seed}.json" for arm, seed in RIGHT)
+
+
+def test_partial_report_lists_the_missing_runs_with_their_commands(tmp_path: Path) -> None:
+    grid = _grid(tmp_path)
+    _fabricate(grid, "vlora", 0)
+    _fabricate(grid, "input_space", 0)
+    result = afc.report(grid, tmp_path / "out", partial=True)
+    assert result["complete"] is False
+    assert [(m["arm"], m["seed"]) for m in result["missing"]] == [("vlora", 1), ("input_space", 1)]
+    assert all("--set seed=1" in m["command"] for m in result["missing"])
+    assert result["arms"]["vlora"]["easyvqa_test"]["n"] == 1
+    md = (tmp_path / "out" / "accuracy_for_cost.md").read_text()
+    assert "**Partial: 2 of 4 runs" in md and "- input_space seed 1: `python -m flows" in md
+
+
+def test_saved_records_stand_in_for_lost_workdirs(tmp_path: Path) -> None:
+    """A later sitting has lost the workdir: the saved records give the same report, and a
+    record made by another command (the arm changed) is not taken for this run."""
+    grid = _grid(tmp_path)
+    _fabricate_all(grid)
+    first = afc.report(grid, tmp_path / "out")
+    assert {r["source"] for r in first["runs"]} == {"workdir"}
+    import shutil
+
+    shutil.rmtree(grid.workdir)
+    again = afc.report(grid, tmp_path / "out")
+    assert {r["source"] for r in again["runs"]} == {"saved record"}
+    for key in ("arms", "sampling_error", "no_image_references", "goal"):
+        assert again[key] == first[key], key
+    grid.arms["vlora"].overrides = ["pretrain.lr=0.01"]  # a different run now
+    with pytest.raises(afc.RunNotFinishedError, match=r"arm 'vlora' seed 0"):
+        afc.report(grid, tmp_path / "out")
+    partial = afc.report(grid, tmp_path / "out", partial=True)
+    assert set(partial["arms"]) == {"input_space"}
 
 
 def test_run_skips_finished_runs_and_prints_the_rest(tmp_path: Path, capsys) -> None:
