@@ -21,18 +21,19 @@ setup:
 run: setup
 	$(PY) -m flows local
 
-# CI runs exactly this: the fast tier, then the slow and end-to-end tiers.
+# CI runs exactly this: the fast tier, the slow and end-to-end tiers, then the multi-node
+# cluster tier in a process of its own (it sets the cluster's environment for its drivers).
 test: setup
 	$(PY) -m pytest -m "not slow and not e2e"
-	$(PY) -m pytest -m "slow or e2e"
+	$(PY) -m pytest -m "(slow or e2e) and not cluster"
+	$(PY) -m pytest -m cluster
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not e2e"
 
 test-slow: setup
-	$(PY) -m pytest -m "slow or e2e"
+	$(PY) -m pytest -m "(slow or e2e) and not cluster"
 
-# the multi-node cluster tests alone (also marked slow: `make test` runs them)
 test-cluster: setup
 	$(PY) -m pytest -m cluster
 
