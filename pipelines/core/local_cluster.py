@@ -28,7 +28,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.core.process_groups import ManagedProcess, Watchdog, stop_all
+from pipelines.core.process_groups import ManagedProcess, Watchdog, free_port, stop_all
 from vlora.utils.env import apply_offline_defaults
 
 S3_KEYS = {
@@ -70,12 +69,6 @@ class LocalClusterSpec(BaseModel):
         description="Folder for temp dirs, logs and stores; None = a new short folder in /tmp "
         "(Ray's socket paths must stay under 108 characters).",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float, process: ManagedProcess) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ from pathlib import Path
 import psutil
 
 DONE = "done"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server this code is about to start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class ManagedProcess:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from pipelines.core.process_groups import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUIET_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -33,12 +35,6 @@ QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "TOKENIZERS_PARALLELISM": "false",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipelines.core.process_groups import free_port
 from vlora.eval.adapters.lmms_eval import VLoRALmms, register_with_lmms_eval
 from vlora.eval.prompts import VICUNA_V1_SYSTEM
 
@@ -141,7 +142,7 @@ def _run_lmms_eval(tmp_path: Path) -> tuple[dict, list[dict], list[dict], str]:
         # lmms-eval sets up torch.distributed on MASTER_PORT (29517 unless set): a free
         # loopback port, so another process holding 29517 cannot fail the run
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(models_dir), os.environ.get("PYTHONPATH", "")])
         ),
@@ -189,14 +190,6 @@ def test_entry_point_and_register_resolve_to_the_adapter() -> None:
     assert models.get_model("vlora") is VLoRALmms  # through pyproject's entry point
     register_with_lmms_eval("vlora_registered_in_test")
     assert models.get_model("vlora_registered_in_test") is VLoRALmms
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_lmms_eval_cli_accuracy_equals_vlora_score(
